@@ -1,0 +1,83 @@
+package safegen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+)
+
+// KeyJournal persists the intent of every billable call before its first byte
+// is sent, so that its idempotency key survives a crash of the caller's
+// process. Implementations live in package journal (file, memory) and
+// journal/pgjournal (PostgreSQL). They must be safe for concurrent use.
+type KeyJournal interface {
+	// Begin records a new intent durably before returning, or returns the
+	// intent already recorded under in.ID (its key, its bytes, its outcome).
+	Begin(ctx context.Context, in Intent) (Intent, error)
+	// Complete records the definitive outcome of the intent with this key.
+	// It may be batched: losing it only costs a harmless replay.
+	Complete(ctx context.Context, key string, out Outcome) error
+	// Pending lists the intents that have no outcome yet, oldest first.
+	Pending(ctx context.Context) ([]Intent, error)
+}
+
+// Intent is one logical billable call as the journal records it: enough to
+// send it again, byte for byte, under the same idempotency key.
+type Intent struct {
+	// ID is the caller's name for the logical call (WithIntentID); it is
+	// the key itself when the caller gave none.
+	ID string `json:"id"`
+	// Key is the Idempotency-Key sent on every attempt.
+	Key string `json:"key"`
+	// Method and Path are the request line, Path including any query.
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	// Body is the exact request body sent on every attempt.
+	Body []byte `json:"body,omitempty"`
+	// CreatedAt is when the intent was first recorded; the server forgets
+	// the key one key window (24 h by default) after its first use.
+	CreatedAt time.Time `json:"created_at"`
+	// Outcome is nil while the intent is pending.
+	Outcome *Outcome `json:"outcome,omitempty"`
+}
+
+// Pending reports whether the intent has no recorded outcome.
+func (in Intent) Pending() bool { return in.Outcome == nil }
+
+// sameRequest reports whether other describes the same request bytes.
+func (in Intent) sameRequest(other Intent) bool {
+	return in.Method == other.Method && in.Path == other.Path && bytes.Equal(in.Body, other.Body)
+}
+
+// Validate reports whether the intent can be journaled.
+func (in Intent) Validate() error {
+	switch {
+	case in.ID == "":
+		return errors.New("safegen: intent has no id")
+	case in.Key == "":
+		return errors.New("safegen: intent has no idempotency key")
+	case in.Method == "" || in.Path == "":
+		return errors.New("safegen: intent has no method or path")
+	case in.CreatedAt.IsZero():
+		return errors.New("safegen: intent has no creation time")
+	}
+	return nil
+}
+
+// Outcome is the definitive answer to an intent: the server's status and body
+// (kept so a re-run of the same intent returns it without a new call), or the
+// client's decision that the intent expired unsent.
+type Outcome struct {
+	// StatusCode and Body are the server's definitive response (a 2xx, or a
+	// 4xx other than 409 request_in_progress).
+	StatusCode int    `json:"status,omitempty"`
+	Body       []byte `json:"body,omitempty"`
+	// RequestID is the server's X-Request-Id for that response.
+	RequestID string `json:"request_id,omitempty"`
+	// Expired is set when Resume gave the intent up because it was older
+	// than the server's key window: re-sending it could bill twice.
+	Expired bool `json:"expired,omitempty"`
+	// CompletedAt is when the outcome was recorded.
+	CompletedAt time.Time `json:"completed_at"`
+}
