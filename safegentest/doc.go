@@ -1,0 +1,35 @@
+// Package safegentest is an in-process fake of the Generation API, built on
+// net/http/httptest, for tests of code that calls the API (the way httptest
+// or stripe-mock are used).
+//
+// It implements the server side of CONTRACT.md from the contract alone: it
+// does not import the SDK, so a drift between client and contract shows up
+// as a failing test instead of being hidden by shared types.
+//
+//   - Endpoints: POST /v1/generations (billable), GET /v1/generations/{id},
+//     POST /v1/generations/estimate and GET /v1/account.
+//   - Idempotency: keys scoped per API key, body fingerprints, byte-for-byte
+//     replay, 409 for a reused key with another body and for a key still in
+//     progress, 5xx and 429 never stored, a key window on an injectable
+//     Clock (see ManualClock).
+//   - A Ledger of every charge, so a test can assert "billed exactly once"
+//     (Ledger.Total, Ledger.Duplicates), and a log of every request.
+//   - Faults, queued with InjectFaults or drawn at seeded random rates with
+//     WithFaultRates: 5xx (JSON, HTML or empty), 429 with Retry-After,
+//     connection reset before the work, response dropped after the work is
+//     committed, latency.
+//   - Scopes, credits (402), per-key rate limits with RateLimit-* headers,
+//     and signed webhooks with redelivery.
+//   - WithDialect switches to one vendor's row of the contract: auth header,
+//     replay header, mismatch code, key length and create status.
+//
+// Webhooks carry two signatures made with the same key: X-Signature
+// (X-Clipia-Signature in the Clipia dialect) "t=<unix>,v1=<hex HMAC-SHA256
+// of "<t>.<body>">", and the Standard Webhooks headers webhook-id,
+// webhook-timestamp and webhook-signature "v1,<base64 HMAC-SHA256 of
+// "<id>.<t>.<body>">". For a secret "whsec_<base64>" the HMAC key is the
+// base64-decoded bytes after "whsec_", for both forms.
+//
+// Every API key is its own account, with its own balance, rate limits and
+// idempotency keys. Generations can be read with any valid key.
+package safegentest

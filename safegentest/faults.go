@@ -1,0 +1,202 @@
+package safegentest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// FaultKind names a failure the server can inject.
+type FaultKind string
+
+// The faults the server can inject.
+const (
+	// FaultNone means no fault applied.
+	FaultNone FaultKind = ""
+	// FaultStatus answers Fault.Status (500, 502, 503, 504) before doing any
+	// work: with an nginx-like HTML page if Fault.HTML, an empty body if
+	// Fault.EmptyBody, else the JSON error body.
+	FaultStatus FaultKind = "status"
+	// FaultRateLimit answers 429 (code Fault.Code, default
+	// rate_limit_exceeded) with Retry-After set to Fault.RetryAfter verbatim
+	// (default "0") and RateLimit-* headers, before doing any work.
+	FaultRateLimit FaultKind = "rate_limit"
+	// FaultReset closes the connection (with an RST where possible) before
+	// processing: nothing is created.
+	FaultReset FaultKind = "reset"
+	// FaultDropAfterCommit processes the request fully (key stored, charge
+	// made), then closes the connection without writing the response.
+	FaultDropAfterCommit FaultKind = "drop_after_commit"
+	// FaultLatency waits Fault.Latency (real time, ending early if the
+	// request is cancelled or the server closes) and then processes normally.
+	FaultLatency FaultKind = "latency"
+)
+
+// Fault is one failure to inject. Method and Path filter which requests it
+// applies to (exact path, without query); empty matches any.
+type Fault struct {
+	Kind         FaultKind
+	Method, Path string
+	Status       int
+	HTML         bool
+	EmptyBody    bool
+	RetryAfter   string
+	Code         string
+	Latency      time.Duration
+}
+
+// FaultRates are per-request probabilities of each fault, applied to billable
+// POSTs only. Their sum should not exceed 1.
+type FaultRates struct {
+	Status500       float64
+	Status502HTML   float64
+	Status503       float64
+	RateLimit429    float64
+	Reset           float64
+	DropAfterCommit float64
+	Latency         float64
+	RetryAfter      string        // Retry-After of random 429s; default "0"
+	LatencyDur      time.Duration // wait of random latency faults
+}
+
+func (f Fault) matches(method, path string) bool {
+	return (f.Method == "" || f.Method == method) && (f.Path == "" || f.Path == path)
+}
+
+// pickFault returns the fault for this request: the first matching queued
+// fault, consumed, else a random one for billable POSTs. Called with s.mu held.
+func (s *Server) pickFault(method, path string, billable bool) Fault {
+	for i, f := range s.faults {
+		if f.matches(method, path) {
+			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+			return f
+		}
+	}
+	if !billable || s.rng == nil {
+		return Fault{}
+	}
+	r := s.cfg.faultRates
+	x := s.rng.Float64()
+	ra := r.RetryAfter
+	if ra == "" {
+		ra = "0"
+	}
+	for _, c := range []struct {
+		p float64
+		f Fault
+	}{
+		{r.Status500, Fault{Kind: FaultStatus, Status: http.StatusInternalServerError}},
+		{r.Status502HTML, Fault{Kind: FaultStatus, Status: http.StatusBadGateway, HTML: true}},
+		{r.Status503, Fault{Kind: FaultStatus, Status: http.StatusServiceUnavailable}},
+		{r.RateLimit429, Fault{Kind: FaultRateLimit, RetryAfter: ra}},
+		{r.Reset, Fault{Kind: FaultReset}},
+		{r.DropAfterCommit, Fault{Kind: FaultDropAfterCommit}},
+		{r.Latency, Fault{Kind: FaultLatency, Latency: r.LatencyDur}},
+	} {
+		if x < c.p {
+			return c.f
+		}
+		x -= c.p
+	}
+	return Fault{}
+}
+
+// InjectFaults queues faults. Each is consumed, in order, by the next request
+// it matches.
+func (s *Server) InjectFaults(f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, f...)
+}
+
+// statusFaultResponse is what a proxy or a sick server answers.
+func statusFaultResponse(f Fault) *response {
+	st := f.Status
+	if st == 0 {
+		st = http.StatusInternalServerError
+	}
+	switch {
+	case f.EmptyBody:
+		return &response{status: st, header: http.Header{}}
+	case f.HTML:
+		text := fmt.Sprintf("%d %s", st, http.StatusText(st))
+		body := "<html>\r\n<head><title>" + text + "</title></head>\r\n<body>\r\n<center><h1>" +
+			text + "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+		h := http.Header{}
+		h.Set("Content-Type", "text/html")
+		h.Set("Server", "nginx")
+		return &response{status: st, header: h, body: []byte(body)}
+	}
+	code := f.Code
+	if code == "" {
+		switch st {
+		case http.StatusBadGateway:
+			code = "bad_gateway"
+		case http.StatusServiceUnavailable:
+			code = "service_unavailable"
+		case http.StatusGatewayTimeout:
+			code = "gateway_timeout"
+		default:
+			code = "internal_error"
+		}
+	}
+	return errorResponse(st, code, "injected fault: "+http.StatusText(st))
+}
+
+// rateLimitFaultResponse is an injected 429.
+func (s *Server) rateLimitFaultResponse(f Fault) *response {
+	code := f.Code
+	if code == "" {
+		code = "rate_limit_exceeded"
+	}
+	resp := errorResponse(http.StatusTooManyRequests, code, "injected fault: too many requests")
+	ra := f.RetryAfter
+	if ra == "" {
+		ra = "0"
+	}
+	reset := 1
+	if n, err := strconv.Atoi(ra); err == nil && n >= 0 {
+		reset = n
+	}
+	limit := s.cfg.perMinute
+	if limit == 0 {
+		limit = 120
+	}
+	resp.header.Set("Retry-After", ra)
+	s.setRateHeaders(resp.header, limit, 0, reset)
+	return resp
+}
+
+// hijackClose takes the connection away from net/http and closes it,
+// with SO_LINGER 0 (an RST) when rst is set.
+func hijackClose(w http.ResponseWriter, rst bool) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok && rst {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// sleep waits d in real time, ending early when ctx or the server is done.
+func (s *Server) sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.stop.Done():
+	}
+}

@@ -1,0 +1,83 @@
+package safegentest
+
+import (
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Ledger is a snapshot of every charge the server made, in order.
+type Ledger struct {
+	Charges []Charge
+}
+
+// Charge is one billed execution of a billable POST.
+type Charge struct {
+	APIKey         string
+	IdempotencyKey string // "" when the request carried none
+	GenerationID   string
+	Credits        int64
+	BodySHA256     string // hex SHA-256 of the request body
+	At             time.Time
+}
+
+// Total returns the number of charges.
+func (l Ledger) Total() int { return len(l.Charges) }
+
+// ByAPIKey counts the charges per API key.
+func (l Ledger) ByAPIKey() map[string]int {
+	m := make(map[string]int)
+	for _, c := range l.Charges {
+		m[c.APIKey]++
+	}
+	return m
+}
+
+// ByIdempotencyKey counts the charges per idempotency key; charges made
+// without a key are counted under "".
+func (l Ledger) ByIdempotencyKey() map[string]int {
+	m := make(map[string]int)
+	for _, c := range l.Charges {
+		m[c.IdempotencyKey]++
+	}
+	return m
+}
+
+// Duplicates returns, sorted, the idempotency keys that were charged more
+// than once. Key-less charges are never duplicates.
+func (l Ledger) Duplicates() []string {
+	var d []string
+	for k, n := range l.ByIdempotencyKey() {
+		if k != "" && n > 1 {
+			d = append(d, k)
+		}
+	}
+	sort.Strings(d)
+	return d
+}
+
+// Credits returns the total credits charged to apiKey.
+func (l Ledger) Credits(apiKey string) int64 {
+	var n int64
+	for _, c := range l.Charges {
+		if c.APIKey == apiKey {
+			n += c.Credits
+		}
+	}
+	return n
+}
+
+// RecordedRequest is one request as the server saw it.
+type RecordedRequest struct {
+	Method, Path   string
+	Header         http.Header
+	Body           []byte // at most the configured maximum body size plus one byte
+	IdempotencyKey string
+	APIKey         string
+	// Status is the status written, or 0 when the connection was reset or
+	// dropped without a response.
+	Status   int
+	Fault    FaultKind
+	Replayed bool
+	At       time.Time // server clock
+}

@@ -1,0 +1,154 @@
+package safegentest
+
+import (
+	"encoding/base64"
+	"time"
+)
+
+// Dialect selects which vendor's row of CONTRACT.md the server follows.
+type Dialect string
+
+// The dialects, one per row of the contract's dialect table.
+const (
+	DialectDefault      Dialect = "default"
+	DialectRimp         Dialect = "rimp"
+	DialectRealm        Dialect = "realm"
+	DialectRelaystation Dialect = "relaystation"
+	DialectClipia       Dialect = "clipia"
+	DialectPatomic      Dialect = "patomic"
+)
+
+// defaultWebhookSecret is fixed so that tests and the CLI can verify
+// signatures without plumbing the secret around.
+var defaultWebhookSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("safegentest-fixed-webhook-secret"))
+
+type config struct {
+	dialect         Dialect
+	clock           Clock
+	workTime        time.Duration
+	queued          time.Duration
+	processing      time.Duration
+	perMinute       int
+	concurrent      int
+	credits         int64
+	keyWindow       time.Duration
+	faultRates      FaultRates
+	faultSeed       int64
+	hasFaultRates   bool
+	webhookSecret   string
+	webhookInitial  time.Duration
+	webhookAttempts int
+	maxBodyBytes    int64
+}
+
+func defaultConfig() config {
+	return config{
+		dialect:         DialectDefault,
+		clock:           realClock{},
+		queued:          50 * time.Millisecond,
+		processing:      100 * time.Millisecond,
+		perMinute:       120,
+		concurrent:      10,
+		credits:         1_000_000,
+		keyWindow:       24 * time.Hour,
+		webhookSecret:   defaultWebhookSecret,
+		webhookInitial:  time.Second,
+		webhookAttempts: 6,
+		maxBodyBytes:    1 << 20,
+	}
+}
+
+// Option configures a Server. Options apply in order; the last one wins.
+type Option func(*config)
+
+// WithDialect makes the server follow one vendor's dialect. Default
+// DialectDefault. An unknown dialect behaves like DialectDefault.
+func WithDialect(d Dialect) Option {
+	return func(c *config) { c.dialect = d }
+}
+
+// WithClock sets the server clock. Default: the wall clock. A nil Clock
+// keeps the default.
+func WithClock(clk Clock) Option {
+	return func(c *config) {
+		if clk != nil {
+			c.clock = clk
+		}
+	}
+}
+
+// WithWorkTime sets the real time the create handler spends working after it
+// has claimed the idempotency key and before it commits, so a test can send a
+// second request with the same key and see 409 request_in_progress.
+// Default 0.
+func WithWorkTime(d time.Duration) Option {
+	return func(c *config) { c.workTime = max(d, 0) }
+}
+
+// WithGenerationTiming sets, on the server clock, how long a new generation
+// stays queued and then processing before it reaches its terminal status.
+// Default 50ms queued and 100ms processing.
+func WithGenerationTiming(queued, processing time.Duration) Option {
+	return func(c *config) {
+		c.queued = max(queued, 0)
+		c.processing = max(processing, 0)
+	}
+}
+
+// WithRateLimit sets the per-API-key limits: perMinute requests per
+// server-clock minute over all endpoints, and concurrent in-flight requests.
+// Zero disables that limit. Default 120 per minute and 10 concurrent.
+func WithRateLimit(perMinute, concurrent int) Option {
+	return func(c *config) {
+		c.perMinute = max(perMinute, 0)
+		c.concurrent = max(concurrent, 0)
+	}
+}
+
+// WithCredits sets the starting balance of every API key's account.
+// Default 1_000_000.
+func WithCredits(n int64) Option {
+	return func(c *config) { c.credits = n }
+}
+
+// WithKeyWindow sets how long, on the server clock, an idempotency key is
+// remembered from its first use. Default 24h.
+func WithKeyWindow(d time.Duration) Option {
+	return func(c *config) { c.keyWindow = d }
+}
+
+// WithFaultRates makes billable POSTs fail at random with the given
+// probabilities, drawn from a PCG generator seeded with seed so that a run
+// can be reproduced. Faults queued with InjectFaults take precedence.
+// Default: no random faults.
+func WithFaultRates(r FaultRates, seed int64) Option {
+	return func(c *config) {
+		c.faultRates = r
+		c.faultSeed = seed
+		c.hasFaultRates = true
+	}
+}
+
+// WithWebhookSecret sets the webhook signing secret. A secret of the form
+// "whsec_<base64>" signs with the decoded bytes (as Standard Webhooks does);
+// any other string signs with its raw bytes. Default: a fixed
+// "whsec_..." secret, exposed as Server.WebhookSecret.
+func WithWebhookSecret(secret string) Option {
+	return func(c *config) { c.webhookSecret = secret }
+}
+
+// WithWebhookRetry sets the real-time wait before the first webhook
+// redelivery (doubled after each failure) and the maximum number of
+// delivery attempts. Default 1s and 6 attempts.
+func WithWebhookRetry(initial time.Duration, attempts int) Option {
+	return func(c *config) {
+		c.webhookInitial = max(initial, 0)
+		c.webhookAttempts = max(attempts, 1)
+	}
+}
+
+// WithMaxBodyBytes sets the largest request body the server accepts; a
+// larger one gets 413 invalid_request. Default 1 MiB.
+func WithMaxBodyBytes(n int64) Option {
+	return func(c *config) { c.maxBodyBytes = max(n, 0) }
+}
