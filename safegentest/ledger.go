@@ -44,13 +44,23 @@ func (l Ledger) ByIdempotencyKey() map[string]int {
 }
 
 // Duplicates returns, sorted, the idempotency keys that were charged more
-// than once. Key-less charges are never duplicates.
+// than once under one API key (keys are scoped per API key, so the same
+// string used by two API keys is not a duplicate). Key-less charges are
+// never duplicates.
 func (l Ledger) Duplicates() []string {
-	var d []string
-	for k, n := range l.ByIdempotencyKey() {
-		if k != "" && n > 1 {
-			d = append(d, k)
+	type slot struct{ apiKey, key string }
+	n := make(map[slot]int)
+	dup := make(map[string]bool)
+	for _, c := range l.Charges {
+		s := slot{c.APIKey, c.IdempotencyKey}
+		n[s]++
+		if c.IdempotencyKey != "" && n[s] > 1 {
+			dup[c.IdempotencyKey] = true
 		}
+	}
+	d := make([]string, 0, len(dup))
+	for k := range dup {
+		d = append(d, k)
 	}
 	sort.Strings(d)
 	return d
