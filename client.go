@@ -1,0 +1,475 @@
+package safegen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Version is the SDK's version, sent in the default User-Agent.
+const Version = "0.1.0"
+
+var defaultUserAgent = "safegen-go/" + Version + " (" + runtime.Version() + ")"
+
+// AttemptHeader carries the attempt number (1, 2, …) on every request, so
+// server logs can tell a retry from a new call.
+const AttemptHeader = "X-Safegen-Attempt"
+
+type slogLevel = slog.Level
+
+const (
+	levelDebug = slog.LevelDebug
+	levelWarn  = slog.LevelWarn
+)
+
+// Client calls a Generation API. Every billable call gets one idempotency key
+// before its first attempt, reused on every retry; see the package doc for
+// the promise and its limits. A Client is immutable after NewClient and safe
+// for concurrent use by multiple goroutines.
+type Client struct {
+	// Generations is the generations endpoint group.
+	Generations *GenerationsService
+
+	apiKey string
+	s      settings
+	hc     *http.Client      // over the shared transport, wrapped
+	base   http.RoundTripper // the transport Close releases
+	budget *retryBudget
+}
+
+// NewClient returns a Client for the API key. WithBaseURL is required. The
+// options are validated here: a bad one returns an error, never a panic.
+func NewClient(apiKey string, opts ...Option) (*Client, error) {
+	if err := validateAPIKey(apiKey); err != nil {
+		return nil, err
+	}
+	s := defaultSettings()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&s); err != nil {
+			return nil, err
+		}
+	}
+	if s.baseURL == nil {
+		return nil, errors.New("safegen: no base URL: pass WithBaseURL")
+	}
+	if s.baseURL.Scheme == "http" && !s.insecureHTTP && !isLoopback(s.baseURL.Hostname()) {
+		return nil, fmt.Errorf("safegen: refusing to send the API key over plain http to %s; use https or WithInsecureHTTP", s.baseURL.Host)
+	}
+	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens)}
+	var hc http.Client
+	if s.httpClient != nil {
+		hc = *s.httpClient
+	}
+	c.base = hc.Transport
+	if c.base == nil {
+		if s.httpClient != nil {
+			c.base = http.DefaultTransport
+		} else {
+			c.base = http.DefaultTransport.(*http.Transport).Clone()
+		}
+	}
+	// The wrapper hides CloseIdleConnections: retryablehttp calls it after
+	// every failed call, which would empty the pool all calls share.
+	hc.Transport = &transport{base: c.base}
+	hc.Timeout = 0
+	hc.CheckRedirect = c.checkRedirect
+	c.hc = &hc
+	c.Generations = &GenerationsService{c: c}
+	return c, nil
+}
+
+// Close releases the idle connections of the Client's own transport. Calls
+// in flight are not interrupted. A transport given with WithHTTPClient is
+// left alone.
+func (c *Client) Close() error {
+	if c.s.httpClient == nil {
+		if t, ok := c.base.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+	}
+	return nil
+}
+
+func validateAPIKey(k string) error {
+	if k == "" {
+		return errors.New("safegen: empty API key")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return errors.New("safegen: API key holds a space, control or non-ASCII character")
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkRedirect follows at most five redirects, and only on the API's own
+// host: a credential never travels to another host.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("safegen: stopped after 5 redirects")
+	}
+	if !strings.EqualFold(req.URL.Host, c.s.baseURL.Host) || req.URL.Scheme != c.s.baseURL.Scheme {
+		return http.ErrUseLastResponse
+	}
+	return nil
+}
+
+// ResponseMeta describes how a call went.
+type ResponseMeta struct {
+	// StatusCode is the final HTTP status.
+	StatusCode int
+	// RequestID is the server's X-Request-Id (or the body's request_id).
+	RequestID string
+	// IdempotencyKey is the key sent on every attempt ("" for safe calls).
+	IdempotencyKey string
+	// Attempts is how many attempts the call made (0 when the answer came
+	// from the journal).
+	Attempts int
+	// Replayed reports that the server answered from its idempotency store
+	// (Idempotent-Replayed: true), or the journal held the outcome.
+	Replayed bool
+	// FromJournal reports that the answer is the outcome the journal
+	// recorded for this intent; nothing was sent.
+	FromJournal bool
+}
+
+// request is one logical call as the pipeline sees it.
+type request struct {
+	method string
+	path   string // path and query, from the API root
+	body   []byte
+	// keyed: the call is not safe, so it carries an idempotency key and
+	// goes through the journal.
+	keyed bool
+	// resume: an intent already journaled (Resume); Begin is skipped.
+	resume *Intent
+}
+
+// response is the final answer of a call.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	meta   ResponseMeta
+}
+
+// callSettings returns the settings of one call: the Client's, or a copy
+// with the call's options applied.
+func (c *Client) callSettings(opts []Option) (*settings, error) {
+	if len(opts) == 0 {
+		return &c.s, nil
+	}
+	s := c.s
+	s.perCall = true
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&s); err != nil {
+			return nil, err
+		}
+	}
+	return &s, nil
+}
+
+// send is the one pipeline every call goes through: key, journal, attempts,
+// typed errors, journal outcome.
+func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *response, err error) {
+	if ctx == nil {
+		return nil, errors.New("safegen: nil context")
+	}
+	s, err := c.callSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	if s.meta != nil {
+		defer func() {
+			if resp != nil {
+				*s.meta = resp.meta
+			}
+		}()
+	}
+	key := ""
+	if r.keyed {
+		key, r, err = c.prepareKey(ctx, s, r)
+		if err != nil {
+			return nil, err
+		}
+		if r.resume != nil && r.resume.Outcome != nil {
+			return c.fromOutcome(r, *r.resume.Outcome)
+		}
+	} else if s.intentID != "" || s.idempotencyKey != "" {
+		return nil, fmt.Errorf("safegen: %s %s is a safe call: it takes no idempotency key or intent id", r.method, r.path)
+	}
+
+	st := &callState{c: c, s: s, method: r.method, path: r.path, key: key}
+	st.ctx = context.WithValue(ctx, stateKey{}, st)
+	req, err := retryablehttp.NewRequestWithContext(st.ctx, r.method, c.s.baseURL.String()+r.path, r.body)
+	if err != nil {
+		return nil, fmt.Errorf("safegen: %s %s: %w", r.method, r.path, err)
+	}
+	c.setHeaders(req.Header, s, r, key)
+	req.SetResponseHandler(st.readBody)
+
+	hresp, derr := st.newRetryClient().Do(req)
+	if hresp != nil {
+		hresp.Body.Close()
+	}
+	meta := ResponseMeta{StatusCode: st.status, IdempotencyKey: key, Attempts: st.attempts}
+	if derr != nil && !(errors.Is(derr, errStop) && st.status != 0) {
+		return nil, st.failure(derr)
+	}
+	meta.RequestID = st.header.Get("X-Request-Id")
+	meta.Replayed = replayed(st.header)
+	out := &response{status: st.status, header: st.header, body: st.body, meta: meta}
+	if st.status >= 200 && st.status < 300 {
+		if st.attempts == 1 {
+			c.budget.refund(noRetryRefund)
+		} else {
+			c.budget.refund(st.spent)
+		}
+	}
+	apiErr := st.apiError(out)
+	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
+		c.complete(ctx, s, key, out)
+	}
+	if apiErr != nil {
+		if !apiErr.retryable() || apiErr.stopped != nil || st.attempts > 1 {
+			s.logger.Log(ctx, levelFor(AttemptInfo{Cause: strconv.Itoa(st.status)}), "safegen: call failed",
+				"method", r.method, "path", r.path, "status", st.status, "code", apiErr.Code,
+				"attempts", st.attempts, "idempotency_key", key)
+		}
+		return out, apiErr
+	}
+	return out, nil
+}
+
+func codeOf(e *APIError) string {
+	if e == nil {
+		return ""
+	}
+	return e.Code
+}
+
+// apiError returns the typed error for a non-2xx final answer, nil for a 2xx.
+func (st *callState) apiError(out *response) *APIError {
+	if out.status >= 200 && out.status < 300 {
+		return nil
+	}
+	e := newAPIError(st.method, st.path, out.status, out.header, out.body)
+	e.IdempotencyKey = st.key
+	e.Attempts = st.attempts
+	e.RetryAfter = st.retryAfter
+	e.stopped = st.stopped
+	if out.status >= 300 && out.status < 400 {
+		e.Message = "redirect to " + clean(out.header.Get("Location"), 100) + " not followed"
+	}
+	return e
+}
+
+// failure builds the error of a call that has no final answer to show.
+func (st *callState) failure(err error) error {
+	re := &RetryError{Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempts: st.attempts, Err: err}
+	switch {
+	case errors.Is(err, errStop):
+		re.Err, re.stopped = st.lastErr, st.stopped
+		re.Reason = "transport failure, not retried: " + strings.TrimPrefix(st.stopped.Error(), "safegen: ")
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) && st.ctx.Err() != nil:
+		re.Reason = "context done"
+		if st.status >= 400 {
+			re.Reason += " while waiting to retry after " + strconv.Itoa(st.status)
+		}
+	case errors.Is(err, ErrResponseTooLarge):
+		re.Reason = "response not read"
+	default:
+		re.Reason = "transport failure"
+	}
+	if re.Err == nil {
+		re.Err = err
+	}
+	return re
+}
+
+// readBody reads the final response's body inside the retry loop, so a
+// body cut mid-way is retried like any transport failure.
+func (st *callState) readBody(resp *http.Response) error {
+	defer resp.Body.Close()
+	limit := st.s.maxRespBytes
+	if resp.StatusCode >= 300 {
+		limit = maxErrorBody
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("reading response body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		if resp.StatusCode >= 300 {
+			b = b[:limit]
+		} else {
+			return fmt.Errorf("%w: more than %d bytes", ErrResponseTooLarge, limit)
+		}
+	}
+	st.body = b
+	return nil
+}
+
+func (c *Client) setHeaders(h http.Header, s *settings, r request, key string) {
+	for k, v := range s.header { // the Client's headers, then the call's
+		h[k] = v
+	}
+	if c.s.dialect.usesAPIKeyHeader() {
+		h.Set("X-Api-Key", c.apiKey)
+	} else {
+		h.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	h.Set("User-Agent", s.userAgent)
+	h.Set("Accept", "application/json")
+	if r.body != nil {
+		h.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		if c.s.quoteKey {
+			h.Set("Idempotency-Key", strconv.Quote(key))
+		} else {
+			h.Set("Idempotency-Key", key)
+		}
+	}
+	h.Set(AttemptHeader, "1")
+}
+
+// replayed reports whether the server says it answered from its idempotency
+// store. Vendors spell the header Idempotent-Replayed or idempotency-replayed.
+func replayed(h http.Header) bool {
+	for _, name := range []string{"Idempotent-Replayed", "Idempotency-Replayed"} {
+		if strings.EqualFold(strings.TrimSpace(h.Get(name)), "true") {
+			return true
+		}
+	}
+	return false
+}
+
+// transport counts attempts, numbers them in a header and bounds each one
+// with the attempt timeout. It wraps the shared RoundTripper.
+type transport struct{ base http.RoundTripper }
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st, _ := req.Context().Value(stateKey{}).(*callState)
+	if st == nil {
+		return t.base.RoundTrip(req)
+	}
+	st.attempts++
+	r := req
+	if st.attempts > 1 {
+		r = req.Clone(req.Context())
+		r.Header.Set(AttemptHeader, strconv.Itoa(st.attempts))
+	}
+	if st.s.attemptTO <= 0 {
+		return t.base.RoundTrip(r)
+	}
+	actx, cancel := context.WithTimeout(r.Context(), st.s.attemptTO)
+	resp, err := t.base.RoundTrip(r.WithContext(actx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelBody ends the attempt's context when its body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// Do calls any endpoint through the same pipeline as the typed methods.
+// path is relative to the base URL ("/v1/marketplace/listings?limit=5").
+// in is the request body: nil for none, []byte or json.RawMessage sent as
+// is, an io.Reader read once, anything else encoded as JSON. out receives the
+// response: nil to discard it, a *[]byte for the raw bytes, anything else
+// decoded from JSON. Non-safe methods (POST, PUT, PATCH, DELETE and any
+// other) get an idempotency key, retries with the same key and bytes, and the
+// journal; GET, HEAD and OPTIONS never carry a key.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any, opts ...RequestOption) error {
+	if method == "" || strings.IndexFunc(method, func(r rune) bool { return r < 'A' || r > 'Z' }) >= 0 {
+		return fmt.Errorf("%w: method %q must be upper-case letters", ErrInvalidRequest, clean(method, 20))
+	}
+	if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") || strings.ContainsAny(path, " \r\n#") {
+		return fmt.Errorf("%w: path %q must start with one / and hold no space or fragment", ErrInvalidRequest, clean(path, 100))
+	}
+	body, err := encodeBody(in)
+	if err != nil {
+		return err
+	}
+	keyed := !(method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions)
+	resp, err := c.send(ctx, request{method: method, path: path, body: body, keyed: keyed}, opts)
+	if err != nil {
+		return err
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*o = resp.body
+		return nil
+	}
+	if len(resp.body) == 0 && (resp.status == http.StatusNoContent || method == http.MethodHead) {
+		return nil
+	}
+	return decodeBody(resp, out)
+}
+
+// maxRequestBody bounds a request body read from an io.Reader.
+const maxRequestBody = 32 << 20
+
+func encodeBody(in any) ([]byte, error) {
+	switch v := in.(type) {
+	case nil:
+		return nil, nil
+	case []byte:
+		return v, nil
+	case json.RawMessage:
+		return v, nil
+	case io.Reader:
+		b, err := io.ReadAll(io.LimitReader(v, maxRequestBody+1))
+		if err != nil {
+			return nil, fmt.Errorf("safegen: reading request body: %w", err)
+		}
+		if len(b) > maxRequestBody {
+			return nil, fmt.Errorf("%w: request body over %d bytes", ErrInvalidRequest, maxRequestBody)
+		}
+		return b, nil
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding request body: %v", ErrInvalidRequest, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,261 @@
+package safegen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// GenerationsService calls the generation endpoints. Get it from
+// Client.Generations.
+type GenerationsService struct {
+	c *Client
+}
+
+// GenerationCreateParams is the body of a create call. Model and Prompt are
+// required.
+type GenerationCreateParams struct {
+	Model  string `json:"model"`
+	Prompt string `json:"prompt"`
+	// DurationS is the clip length in seconds (video models); 0 omits it.
+	DurationS int `json:"duration_s,omitempty"`
+	// Input holds model-specific inputs.
+	Input map[string]any `json:"input,omitempty"`
+	// WebhookURL receives a signed event when the generation finishes.
+	WebhookURL string `json:"webhook_url,omitempty"`
+}
+
+func (p *GenerationCreateParams) validate() error {
+	switch {
+	case p == nil:
+		return fmt.Errorf("%w: nil params", ErrInvalidRequest)
+	case strings.TrimSpace(p.Model) == "":
+		return fmt.Errorf("%w: model is required", ErrInvalidRequest)
+	case strings.TrimSpace(p.Prompt) == "":
+		return fmt.Errorf("%w: prompt is required", ErrInvalidRequest)
+	case p.DurationS < 0:
+		return fmt.Errorf("%w: duration_s must not be negative", ErrInvalidRequest)
+	}
+	if p.WebhookURL != "" {
+		u, err := url.Parse(p.WebhookURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%w: webhook_url must be an absolute http(s) URL", ErrInvalidRequest)
+		}
+	}
+	return nil
+}
+
+// GenerationStatus is where a generation is in its life:
+// queued → processing → succeeded | failed | canceled.
+type GenerationStatus string
+
+// The statuses of CONTRACT.md.
+const (
+	StatusQueued     GenerationStatus = "queued"
+	StatusProcessing GenerationStatus = "processing"
+	StatusSucceeded  GenerationStatus = "succeeded"
+	StatusFailed     GenerationStatus = "failed"
+	StatusCanceled   GenerationStatus = "canceled"
+)
+
+// Terminal reports whether the status is final.
+func (s GenerationStatus) Terminal() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled
+}
+
+// Generation is one generation as the server describes it.
+type Generation struct {
+	ID        string           `json:"id"`
+	RequestID string           `json:"request_id,omitempty"`
+	Status    GenerationStatus `json:"status"`
+	Model     string           `json:"model,omitempty"`
+	Prompt    string           `json:"prompt,omitempty"`
+	// Cost is the price in credits.
+	Cost float64 `json:"cost"`
+	// CreatedAt is zero when the server sent none or an unreadable one.
+	CreatedAt time.Time         `json:"created_at"`
+	Output    *GenerationOutput `json:"output,omitempty"`
+	Error     *GenerationError  `json:"error,omitempty"`
+
+	// Meta describes the call that returned this generation; it is not
+	// part of the server's JSON.
+	Meta ResponseMeta `json:"-"`
+}
+
+// GenerationOutput is where a succeeded generation's result lives.
+type GenerationOutput struct {
+	URL string `json:"url"`
+}
+
+// GenerationError is why a generation failed.
+type GenerationError struct {
+	Type    string `json:"type,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// UnmarshalJSON decodes a generation, tolerating a created_at that is not
+// RFC 3339 (left zero) rather than failing the whole call.
+func (g *Generation) UnmarshalJSON(b []byte) error {
+	type plain Generation
+	var aux struct {
+		*plain
+		CreatedAt json.RawMessage `json:"created_at"`
+	}
+	aux.plain = (*plain)(g)
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	g.CreatedAt = time.Time{}
+	var s string
+	if len(aux.CreatedAt) > 0 && json.Unmarshal(aux.CreatedAt, &s) == nil {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			g.CreatedAt = t
+		}
+	}
+	return nil
+}
+
+// Estimate is the price of a parameter set.
+type Estimate struct {
+	Credits float64      `json:"credits"`
+	Meta    ResponseMeta `json:"-"`
+}
+
+// Account is the account's balance.
+type Account struct {
+	Credits float64      `json:"credits"`
+	Meta    ResponseMeta `json:"-"`
+}
+
+// Create starts a generation. It is billable: the call gets one idempotency
+// key before its first attempt (a fresh UUID v4, or WithIdempotencyKey) and
+// every retry re-sends the same key and the same bytes, so a retried create
+// is billed at most once. With a journal, the intent is recorded first.
+func (s *GenerationsService) Create(ctx context.Context, params *GenerationCreateParams, opts ...RequestOption) (*Generation, error) {
+	if err := params.validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return decodeGeneration(resp)
+}
+
+// Get returns one generation. It is safe: retried freely, never keyed.
+func (s *GenerationsService) Get(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
+	}
+	resp, err := s.c.send(ctx, request{method: http.MethodGet, path: "/v1/generations/" + url.PathEscape(id)}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return decodeGeneration(resp)
+}
+
+// Estimate returns the price of params. It never charges, so it carries no
+// key and is retried like a safe call.
+func (s *GenerationsService) Estimate(ctx context.Context, params *GenerationCreateParams, opts ...RequestOption) (*Estimate, error) {
+	if err := params.validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations/estimate", body: body}, opts)
+	if err != nil {
+		return nil, err
+	}
+	e := &Estimate{}
+	if err := decodeBody(resp, e); err != nil {
+		return nil, err
+	}
+	e.Meta = resp.meta
+	return e, nil
+}
+
+// Wait polls the generation until its status is terminal and returns it,
+// polling at WithPollInterval's pace (0.5 s growing to 5 s by default). The
+// context bounds the wait; a failed generation is returned without error
+// (check Status and Error).
+func (s *GenerationsService) Wait(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
+	cs, err := s.c.callSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	interval := cs.pollInterval
+	for {
+		g, err := s.Get(ctx, id, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if g.Status.Terminal() {
+			return g, nil
+		}
+		if err := s.c.s.clock.Sleep(ctx, interval); err != nil {
+			return nil, fmt.Errorf("safegen: waiting for generation %s (last status %s): %w", id, g.Status, err)
+		}
+		interval = min(cs.pollMax, time.Duration(float64(interval)*1.5))
+	}
+}
+
+// Account returns the balance left.
+func (c *Client) Account(ctx context.Context, opts ...RequestOption) (*Account, error) {
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/account"}, opts)
+	if err != nil {
+		return nil, err
+	}
+	a := &Account{}
+	if err := decodeBody(resp, a); err != nil {
+		return nil, err
+	}
+	a.Meta = resp.meta
+	return a, nil
+}
+
+func decodeGeneration(resp *response) (*Generation, error) {
+	g := &Generation{}
+	if err := decodeBody(resp, g); err != nil {
+		return nil, err
+	}
+	if g.ID == "" {
+		return nil, fmt.Errorf("%w: %s: generation without an id (request_id=%s, key=%s)",
+			ErrMalformedResponse, statusText(resp.status), resp.meta.RequestID, resp.meta.IdempotencyKey)
+	}
+	g.Meta = resp.meta
+	if g.Meta.RequestID == "" {
+		g.Meta.RequestID = g.RequestID
+	}
+	return g, nil
+}
+
+// decodeBody decodes a 2xx JSON body; an empty, HTML or broken body is an
+// ErrMalformedResponse that still names the request id and key.
+func decodeBody(resp *response, v any) error {
+	if len(resp.body) == 0 {
+		return fmt.Errorf("%w: %d with an empty body (request_id=%s, key=%s)",
+			ErrMalformedResponse, resp.status, resp.meta.RequestID, resp.meta.IdempotencyKey)
+	}
+	if err := json.Unmarshal(resp.body, v); err != nil {
+		var se *json.SyntaxError
+		what := err.Error()
+		if errors.As(err, &se) {
+			what = fmt.Sprintf("not JSON at byte %d", se.Offset)
+		}
+		return fmt.Errorf("%w: %d: %s (content-type %q, request_id=%s, key=%s)", ErrMalformedResponse, resp.status,
+			clean(what, 120), clean(resp.header.Get("Content-Type"), 60), resp.meta.RequestID, resp.meta.IdempotencyKey)
+	}
+	return nil
+}

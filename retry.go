@@ -1,0 +1,413 @@
+package safegen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// AttemptInfo describes one attempt and what the client decided after it.
+type AttemptInfo struct {
+	Method, Path   string
+	IdempotencyKey string
+	// Attempt counts from 1.
+	Attempt int
+	// StatusCode is 0 when the attempt got no response.
+	StatusCode int
+	// Code is the error code of a non-2xx answer.
+	Code string
+	// Err is the transport error, if any.
+	Err error
+	// Retry reports whether another attempt follows, after Wait.
+	Retry bool
+	Wait  time.Duration
+	// Cause names what happened: "ok", "429", "503", "409 request_in_progress",
+	// "transport", "timeout", …
+	Cause string
+	// Reason says why the client retried or stopped.
+	Reason string
+}
+
+// errStop tells retryablehttp that CheckRetry stopped the call on purpose;
+// the reason is in the call state.
+var errStop = errors.New("safegen: retry stopped")
+
+// errWaitPastDeadline is why a call stops when its next wait would outlive
+// the context: it matches context.DeadlineExceeded.
+var errWaitPastDeadline = fmt.Errorf("safegen: the next wait would pass the context deadline: %w", context.DeadlineExceeded)
+
+// callState is one logical call's retry state, shared by the closures of its
+// retryablehttp.Client. Attempts run one after another, so it needs no lock.
+type callState struct {
+	c        *Client
+	s        *settings
+	ctx      context.Context
+	method   string
+	path     string
+	key      string
+	attempts int
+
+	bo    *backoff.ExponentialBackOff // made on the first retry
+	wait  time.Duration
+	spent int // budget tokens spent by this call
+
+	// decision memo: retryablehttp calls CheckRetry twice for one attempt
+	// when a response handler runs.
+	decided     int
+	decision    bool
+	decisionErr error
+
+	status     int
+	header     http.Header
+	body       []byte
+	retryAfter time.Duration
+	stopped    error
+	lastErr    error
+	timedOut   bool
+}
+
+type stateKey struct{}
+
+// newRetryClient builds the per-call retryablehttp.Client. It is never
+// copied from a configured one: it holds a sync.Once.
+func (st *callState) newRetryClient() *retryablehttp.Client {
+	return &retryablehttp.Client{
+		HTTPClient:   st.c.hc,
+		Logger:       nil, // retryablehttp would log every URL to stderr
+		RetryMax:     st.s.maxRetries,
+		CheckRetry:   st.checkRetry,
+		Backoff:      st.backoff,
+		ErrorHandler: st.errorHandler,
+		PrepareRetry: st.prepareRetry,
+	}
+}
+
+// checkRetry is the only place a retry is decided.
+func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if err == nil && st.decided == st.attempts && st.attempts > 0 {
+		return st.decision, st.decisionErr
+	}
+	retry, derr := st.decide(ctx, resp, err)
+	st.decided, st.decision, st.decisionErr = st.attempts, retry, derr
+	return retry, derr
+}
+
+func (st *callState) decide(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	info := AttemptInfo{Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempt: st.attempts, Err: err}
+	defer func() { st.report(info) }()
+	if cerr := ctx.Err(); cerr != nil {
+		info.Cause, info.Reason = "canceled", "context done"
+		st.lastErr = cerr
+		return false, cerr
+	}
+	if err != nil {
+		st.lastErr = err
+		st.status = 0
+		info.Cause = "transport"
+		if isTimeout(err) {
+			info.Cause = "timeout"
+		}
+		if errors.Is(err, ErrResponseTooLarge) {
+			info.Reason = "response too large"
+			return false, err
+		}
+		if ok, perr := retryablehttp.ErrorPropagatedRetryPolicy(ctx, nil, err); !ok {
+			info.Reason = "not retryable"
+			if perr == nil {
+				perr = err
+			}
+			return false, perr
+		}
+	} else {
+		st.lastErr = nil
+		st.status, st.header = resp.StatusCode, resp.Header
+		info.StatusCode = resp.StatusCode
+		st.retryAfter = 0
+		if resp.StatusCode < 400 {
+			info.Cause, info.Reason = "ok", "done"
+			return false, nil
+		}
+		st.body = readErrorBody(resp)
+		_, code, _ := decodeErrorBody(resp.Header.Get("Content-Type"), st.body)
+		info.Code = code
+		info.Cause = strconv.Itoa(resp.StatusCode)
+		if resp.StatusCode == http.StatusConflict && code != "" {
+			info.Cause += " " + strings.ToLower(code)
+		}
+		ra, _ := retryAfter(resp.Header, resp.StatusCode, st.s.clock.Now())
+		st.retryAfter = ra
+		probe := APIError{StatusCode: resp.StatusCode, Code: code}
+		if !probe.retryable() {
+			info.Reason = "not retryable"
+			return false, nil
+		}
+		if ra > st.s.maxRetryAfter {
+			info.Reason = "Retry-After " + ra.String() + " exceeds the bound " + st.s.maxRetryAfter.String()
+			st.stopped = ErrRetryAfterTooLong
+			return false, errStop
+		}
+	}
+	if st.attempts > st.s.maxRetries {
+		info.Reason = "retries exhausted"
+		return false, nil
+	}
+	wait := st.nextBackoff()
+	if st.retryAfter > wait {
+		wait = st.retryAfter
+	}
+	if deadline, ok := ctx.Deadline(); ok && st.s.clock.Now().Add(wait).After(deadline) {
+		info.Reason = "next wait " + wait.String() + " would pass the context deadline"
+		st.stopped = errWaitPastDeadline
+		return false, errStop
+	}
+	cost := retryCost
+	if info.Cause == "timeout" {
+		cost = timeoutRetryCost
+	}
+	if !st.c.budget.take(cost) {
+		info.Reason = "client-side retry budget exhausted"
+		st.stopped = ErrRetryBudgetExhausted
+		return false, errStop
+	}
+	st.spent += cost
+	st.wait = wait
+	info.Retry, info.Wait, info.Reason = true, wait, "retrying"
+	return true, nil
+}
+
+func (st *callState) report(info AttemptInfo) {
+	if st.s.attemptHook != nil {
+		st.s.attemptHook(info)
+	}
+	l := st.s.logger
+	if !l.Enabled(st.ctx, levelFor(info)) {
+		return
+	}
+	attrs := []any{"method", info.Method, "path", info.Path, "attempt", info.Attempt, "cause", info.Cause, "reason", info.Reason}
+	if info.IdempotencyKey != "" {
+		attrs = append(attrs, "idempotency_key", info.IdempotencyKey)
+	}
+	if info.StatusCode != 0 {
+		attrs = append(attrs, "status", info.StatusCode)
+	}
+	if info.Code != "" {
+		attrs = append(attrs, "code", info.Code)
+	}
+	if info.Err != nil {
+		attrs = append(attrs, "error", info.Err.Error())
+	}
+	if info.Retry {
+		attrs = append(attrs, "wait", info.Wait)
+		l.Debug("safegen: retrying", attrs...)
+		return
+	}
+	l.Log(st.ctx, levelFor(info), "safegen: attempt done", attrs...)
+}
+
+// backoff returns the wait CheckRetry chose. The wait itself happens in
+// prepareRetry, on the Client's clock, so it can be cancelled and faked.
+func (st *callState) backoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration {
+	return 0
+}
+
+// prepareRetry sleeps the wait decided for this retry; a cancelled context
+// ends the call at once.
+func (st *callState) prepareRetry(req *http.Request) error {
+	if err := st.s.clock.Sleep(st.ctx, st.wait); err != nil {
+		st.lastErr = err
+		return err
+	}
+	return nil
+}
+
+// errorHandler keeps retryablehttp from replacing the last answer with
+// "giving up after N attempts": the pipeline builds the typed error.
+func (st *callState) errorHandler(resp *http.Response, err error, _ int) (*http.Response, error) {
+	if resp != nil {
+		resp.Body.Close()
+	}
+	if err == nil {
+		err = st.lastErr
+	}
+	return nil, err
+}
+
+// nextBackoff draws a full-jitter wait below the exponential ceiling that
+// backoff/v4 computes.
+func (st *callState) nextBackoff() time.Duration {
+	if st.bo == nil {
+		st.bo = &backoff.ExponentialBackOff{
+			InitialInterval:     st.s.backoffInit,
+			RandomizationFactor: 0,
+			Multiplier:          st.s.backoffMult,
+			MaxInterval:         st.s.backoffMax,
+			MaxElapsedTime:      0, // never backoff.Stop
+			Stop:                backoff.Stop,
+			Clock:               backoff.SystemClock,
+		}
+		st.bo.Reset()
+	}
+	ceiling := st.bo.NextBackOff()
+	if ceiling <= 0 {
+		return 0
+	}
+	return rand.N(ceiling + 1)
+}
+
+// readErrorBody reads at most 64 KiB of an error body and puts the bytes
+// back, so the response stays readable.
+func readErrorBody(resp *http.Response) []byte {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	// Drain a little more so the connection can be reused, then close.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return b
+}
+
+func levelFor(info AttemptInfo) slogLevel {
+	if !info.Retry && info.Cause != "ok" && info.Reason != "not retryable" {
+		return levelWarn
+	}
+	return levelDebug
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// maxRetryAfterSeconds keeps a parsed wait inside time.Duration.
+const maxRetryAfterSeconds = math.MaxInt64 / int64(time.Second)
+
+// retryAfter returns the wait the server asked for: Retry-After-Ms, then
+// Retry-After as delta-seconds or any HTTP date, then for a 429 without them
+// RateLimit-Reset (seconds) or X-RateLimit-Reset (seconds, or a Unix time).
+// Negative, NaN, garbage and overflowing values are ignored.
+func retryAfter(h http.Header, status int, now time.Time) (time.Duration, bool) {
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if ms, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && ms >= 0 && ms < float64(maxRetryAfterSeconds)*1000 {
+			return time.Duration(ms * float64(time.Millisecond)), true
+		}
+	}
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if d, ok := parseSeconds(v); ok {
+			return d, true
+		}
+		if t, err := http.ParseTime(v); err == nil {
+			d := t.Sub(now)
+			if d < 0 {
+				d = 0
+			}
+			return d, true
+		}
+	}
+	if status != http.StatusTooManyRequests {
+		return 0, false
+	}
+	if v := strings.TrimSpace(h.Get("RateLimit-Reset")); v != "" {
+		if d, ok := parseSeconds(v); ok {
+			return d, true
+		}
+	}
+	if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" {
+		if d, ok := parseSeconds(v); ok {
+			// rimp sends a Unix time; anything past 2001-09-09 is one.
+			if d >= 1e9*time.Second {
+				d = time.Unix(int64(d/time.Second), 0).Sub(now)
+				if d < 0 {
+					d = 0
+				}
+			}
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// parseSeconds parses a non-negative decimal number of seconds (an integer as
+// RFC 9110 says, or a decimal as some servers send).
+func parseSeconds(v string) (time.Duration, bool) {
+	if v == "" || v[0] == '-' || v[0] == '+' {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n > maxRetryAfterSeconds {
+			return 0, false
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f >= float64(maxRetryAfterSeconds) {
+		return 0, false
+	}
+	return time.Duration(f * float64(time.Second)), true
+}
+
+// Retry budget costs, as in the AWS SDKs' standard retry mode.
+const (
+	retryCost        = 5
+	timeoutRetryCost = 10
+	noRetryRefund    = 1
+)
+
+// retryBudget is a token bucket shared by all calls of one Client: a retry
+// takes tokens, a success gives some back. It caps how much an outage can
+// amplify the Client's load.
+type retryBudget struct {
+	mu     sync.Mutex
+	max    int
+	tokens int
+}
+
+func newRetryBudget(max int) *retryBudget {
+	return &retryBudget{max: max, tokens: max}
+}
+
+// take spends n tokens; false when the bucket holds fewer. A nil or
+// zero-size budget always allows.
+func (b *retryBudget) take(n int) bool {
+	if b == nil || b.max == 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokens < n {
+		return false
+	}
+	b.tokens -= n
+	return true
+}
+
+// refund gives n tokens back, up to the bucket's size.
+func (b *retryBudget) refund(n int) {
+	if b == nil || b.max == 0 || n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.tokens = min(b.max, b.tokens+n)
+	b.mu.Unlock()
+}
+
+// Tokens returns the tokens left (for tests and metrics).
+func (b *retryBudget) Tokens() int {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokens
+}
