@@ -76,7 +76,6 @@ type callState struct {
 	retryAfter time.Duration
 	stopped    error
 	lastErr    error
-	timedOut   bool
 }
 
 type stateKey struct{}
