@@ -127,7 +127,7 @@ func (e *APIError) Error() string {
 
 // Is matches the sentinel that the status and code mean.
 func (e *APIError) Is(target error) bool {
-	if target != nil && target == e.stopped {
+	if e.stopped != nil && errors.Is(e.stopped, target) {
 		return true
 	}
 	code := strings.ToLower(e.Code)
