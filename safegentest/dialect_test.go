@@ -153,7 +153,7 @@ func TestDialects(t *testing.T) {
 func TestDialectInProgress(t *testing.T) {
 	for _, d := range []Dialect{DialectDefault, DialectRimp, DialectRealm, DialectRelaystation, DialectClipia, DialectPatomic} {
 		t.Run(string(d), func(t *testing.T) {
-			srv := NewServer(t, WithDialect(d), WithWorkTime(100*time.Millisecond))
+			srv := NewServer(t, WithDialect(d), WithWorkTime(300*time.Millisecond))
 			auth := []string{"Authorization", "Bearer " + srv.APIKey}
 			if d == DialectRealm {
 				auth = []string{"X-API-Key", srv.APIKey}

@@ -30,6 +30,10 @@
 // "<id>.<t>.<body>">". For a secret "whsec_<base64>" the HMAC key is the
 // base64-decoded bytes after "whsec_", for both forms.
 //
+// Requests refused before the idempotency key is looked at are never stored
+// under it: injected faults, 401, 403, rate-limit 429s, 413 and an invalid
+// key. Everything the create handler itself answers with 2xx or 4xx is.
+//
 // Every API key is its own account, with its own balance, rate limits and
 // idempotency keys. Generations can be read with any valid key.
 package safegentest

@@ -176,7 +176,7 @@ func waitClaimed(t *testing.T, srv *Server) {
 }
 
 func TestIdempotencyInProgress(t *testing.T) {
-	srv := NewServer(t, WithWorkTime(100*time.Millisecond))
+	srv := NewServer(t, WithWorkTime(300*time.Millisecond))
 	c := client(t)
 
 	done := make(chan result, 1)

@@ -238,7 +238,7 @@ func TestRateLimitPerMinute(t *testing.T) {
 }
 
 func TestRateLimitConcurrent(t *testing.T) {
-	srv := NewServer(t, WithRateLimit(0, 1), WithWorkTime(200*time.Millisecond))
+	srv := NewServer(t, WithRateLimit(0, 1), WithWorkTime(300*time.Millisecond))
 	c := client(t)
 	done := make(chan result, 1)
 	go func() {
