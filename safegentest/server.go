@@ -5,8 +5,10 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -91,9 +93,34 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	return s
 }
 
-// Start starts a Server. The caller must call Close, which also stops the
-// server's background work (webhook deliveries and timers).
+// Start starts a Server on a random loopback port. The caller must call
+// Close, which also stops the server's background work (webhook deliveries
+// and timers).
 func Start(opts ...Option) *Server {
+	s := newServer(opts)
+	s.Server = httptest.NewServer(s)
+	s.startBackground()
+	return s
+}
+
+// Listen starts a Server on addr (such as "127.0.0.1:8080"), for a fake API
+// that runs on its own, as `safegen fake-server` does. The caller must call
+// Close.
+func Listen(addr string, opts ...Option) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("safegentest: %w", err)
+	}
+	s := newServer(opts)
+	s.Server = httptest.NewUnstartedServer(s)
+	s.Server.Listener.Close()
+	s.Server.Listener = l
+	s.Server.Start()
+	s.startBackground()
+	return s, nil
+}
+
+func newServer(opts []Option) *Server {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o != nil {
@@ -115,10 +142,12 @@ func Start(opts ...Option) *Server {
 	s.whClient = &http.Client{Timeout: 10 * time.Second, Transport: s.whTrans}
 	s.stop, s.cancel = context.WithCancel(context.Background())
 	s.APIKey = s.NewAPIKey()
-	s.Server = httptest.NewServer(s)
+	return s
+}
+
+func (s *Server) startBackground() {
 	s.wg.Add(1)
 	go s.tick()
-	return s
 }
 
 // Close shuts the server down and waits for its background goroutines.

@@ -281,3 +281,14 @@ func TestManualClock(t *testing.T) {
 	c.Set(t0)
 	assert.Equal(t, t0, c.Now())
 }
+
+func TestListen(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", WithRateLimit(0, 0))
+	require.NoError(t, err)
+	defer srv.Close()
+	c := client(t)
+	r := create(t, c, srv, "listen-1", `{"model":"img-2","prompt":"x"}`)
+	require.Equal(t, http.StatusAccepted, r.Status)
+	_, err = Listen("256.0.0.1:bad")
+	require.Error(t, err)
+}
