@@ -1,0 +1,158 @@
+package journal
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// Compact rewrites the journal with only its live records: the pending
+// intents and the completed ones still within retention, each as a single
+// record. The new file is written beside the old one, synced, and renamed
+// over it. A File also compacts itself when the file exceeds the compaction
+// threshold and at least half of it is dead.
+func (j *File) Compact() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.flushing {
+		ch := j.flushed
+		j.mu.Unlock()
+		<-ch
+		j.mu.Lock()
+	}
+	if err := j.usableLocked(); err != nil {
+		return err
+	}
+	j.flushing = true
+	defer j.endLeadLocked()
+	if err := j.writeLocked(); err != nil {
+		return err
+	}
+	return j.compactLocked()
+}
+
+// maybeCompactLocked drops the intents past retention and compacts when the
+// file is big and mostly dead. The caller holds mu and the leader role.
+func (j *File) maybeCompactLocked() {
+	j.expireLocked()
+	at := j.cfg.compactAt
+	if at == 0 || j.total < at || j.total < j.compactRetry || j.live*2 > j.total {
+		return
+	}
+	if err := j.compactLocked(); err != nil && j.err == nil {
+		// The old file is intact; try again once it has doubled.
+		j.compactRetry = 2 * j.total
+	}
+}
+
+// expireLocked drops the completed intents past retention.
+func (j *File) expireLocked() {
+	now := j.cfg.clock()
+	for len(j.expiry) > 0 && j.expired(j.expiry[0], now) {
+		j.drop(j.expiry[0])
+		j.expiry[0] = nil
+		j.expiry = j.expiry[1:]
+	}
+}
+
+// compactLocked rewrites the file from the intents in memory. The caller
+// holds mu and the leader role; mu is released while the new file is
+// encoded and written, and records appended meanwhile stay in buf, to be
+// appended to the new file (replaying a record twice is harmless).
+func (j *File) compactLocked() error {
+	j.expireLocked()
+	es := make([]*entry, 0, len(j.byID))
+	for _, e := range j.byID {
+		es = append(es, e)
+	}
+	slices.SortFunc(es, func(a, b *entry) int { return cmp.Compare(a.order, b.order) })
+	recs := make([]record, len(es))
+	old := make([]int64, len(es))
+	for i, e := range es {
+		in := e.in // Body and Outcome are never changed in place
+		recs[i] = record{Op: opBegin, Intent: &in}
+		if in.Outcome != nil {
+			recs[i].At = e.at.Round(0).UTC()
+		}
+		old[i] = e.size
+		j.live -= e.size
+		e.size = 0 // records appended meanwhile count from here
+	}
+	j.mu.Unlock()
+	data, sizes, err := encodeAll(recs)
+	renamed := false
+	var nf *os.File
+	if err == nil {
+		renamed, nf, err = j.replaceFile(data)
+	}
+	j.mu.Lock()
+	if !renamed {
+		for i, e := range es {
+			e.size += old[i]
+			j.live += old[i]
+		}
+		return fmt.Errorf("journal: compact %s: %w", j.path, err)
+	}
+	for i, e := range es {
+		e.size += sizes[i]
+		if j.byID[e.in.ID] == e {
+			j.live += sizes[i]
+		}
+	}
+	if err != nil {
+		// The old file descriptor points to an unlinked file: stop.
+		j.err = fmt.Errorf("journal: compact %s: %w", j.path, err)
+		return j.err
+	}
+	j.f.Close()
+	j.f = nf
+	j.total = int64(len(data)) + int64(len(j.buf))
+	j.compactRetry = 0
+	return nil
+}
+
+func encodeAll(recs []record) ([]byte, []int64, error) {
+	var data []byte
+	sizes := make([]int64, len(recs))
+	for i := range recs {
+		n := len(data)
+		var err error
+		if data, err = encodeRecord(data, &recs[i]); err != nil {
+			return nil, nil, err
+		}
+		sizes[i] = int64(len(data) - n)
+	}
+	return data, sizes, nil
+}
+
+// replaceFile atomically replaces the journal with data and returns the new
+// file opened for append. renamed reports whether the rename happened, after
+// which the old descriptor no longer names the journal.
+func (j *File) replaceFile(data []byte) (renamed bool, nf *os.File, err error) {
+	tmp := j.path + ".compact"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false, nil, err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, j.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return false, nil, err
+	}
+	if err := syncDir(filepath.Dir(j.path)); err != nil {
+		return true, nil, err
+	}
+	nf, err = os.OpenFile(j.path, os.O_RDWR|os.O_APPEND, 0)
+	return true, nf, err
+}

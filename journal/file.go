@@ -1,0 +1,439 @@
+package journal
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	safegen "github.com/safegen/safegen-go"
+)
+
+// File is the file-backed KeyJournal, the SDK's embedded default. It appends
+// checksummed records to one file, makes every Begin durable (fsync) before
+// returning while many concurrent Begins share one fsync, batches Completes,
+// keeps completed intents for the retention period, compacts itself, and
+// repairs a torn or damaged file at Open. One File at a time may hold a
+// journal: a second opener, in this process or another, gets ErrLocked.
+//
+// A File is safe for concurrent use by multiple goroutines. Close it to flush
+// the last Completes and release the lock.
+type File struct {
+	path   string
+	cfg    config
+	lock   *os.File
+	report RecoveryReport
+
+	mu     sync.Mutex
+	f      *os.File // the journal, opened for append; owned by the leader
+	byID   map[string]*entry
+	byKey  map[string]*entry
+	expiry []*entry // completed intents, by the time their outcome was recorded
+	order  uint64   // next insertion order
+
+	// Group commit. Records are appended to buf; the leader (flushing)
+	// writes and syncs what buf holds, then closes flushed to wake the
+	// callers waiting for their records. appended and durable count every
+	// byte ever appended and made durable.
+	buf, spare        []byte
+	appended, durable uint64
+	flushing          bool
+	flushed           chan struct{}
+
+	// Compaction accounting: total is the bytes in the file plus buf, live
+	// the bytes of the records that still describe an intent.
+	total, live   int64
+	compactRetry  int64 // total under which a failed compaction is not retried
+	closed        bool
+	err           error // sticky: a failed write or sync leaves the file unknown
+	timer         *time.Timer
+	timerArmed    bool
+	timerInFlight sync.WaitGroup
+}
+
+// entry is one intent held by a File.
+type entry struct {
+	in    safegen.Intent
+	order uint64
+	seq   uint64    // appended count just past its begin record
+	at    time.Time // when its outcome was recorded, on the journal's clock
+	size  int64     // bytes of its live records in the file
+}
+
+var _ safegen.KeyJournal = (*File)(nil)
+
+// RecoveryReport says what Open dropped to repair a damaged file. The zero
+// value means the file was intact.
+type RecoveryReport struct {
+	// TruncatedBytes is the number of damaged bytes dropped: a torn tail,
+	// and any damaged span between intact records.
+	TruncatedBytes int64
+	// SkippedRecords is the number of damaged spans dropped, each holding
+	// one or more (partial) records.
+	SkippedRecords int
+	// Reason says where each damaged span was and what was wrong with it.
+	Reason string
+}
+
+// Open opens the journal at path, creating it (mode 0600, and its missing
+// parent directories with mode 0700) if needed. It takes an exclusive lock on
+// path+".lock", replays the records, and repairs a damaged file (see Recovery)
+// unless WithStrict is given. While it runs, a File writes nothing but the
+// journal, its lock file and, during compaction, path+".compact".
+func Open(path string, opts ...Option) (*File, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if path == "" {
+		return nil, fmt.Errorf("journal: empty path")
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if err := lockFile(lock); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	j, err := open(path, dir, lock, cfg)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+func open(path, dir string, lock *os.File, cfg config) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("journal: read %s: %w", path, err)
+	}
+	res := scan(data)
+	report := reportOf(res)
+	if cfg.strict && report.SkippedRecords > 0 {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, path, report.Reason)
+	}
+	j := &File{
+		path: path, cfg: cfg, lock: lock, report: report, f: f,
+		byID:    make(map[string]*entry),
+		byKey:   make(map[string]*entry),
+		flushed: make(chan struct{}),
+	}
+	now := cfg.clock()
+	for _, r := range res.records {
+		j.apply(r.rec, int64(r.size), now)
+	}
+	slices.SortStableFunc(j.expiry, func(a, b *entry) int { return a.at.Compare(b.at) })
+	j.total = int64(res.end)
+	_ = os.Remove(path + ".compact") // left by a crash during compaction
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.flushing = true
+	switch {
+	case len(res.middle) > 0:
+		err = j.compactLocked()
+	case res.tail != nil:
+		if err = f.Truncate(int64(res.end)); err == nil {
+			err = f.Sync()
+		}
+	}
+	if err == nil {
+		err = syncDir(dir) // make a new file's name durable
+	}
+	if err == nil {
+		j.maybeCompactLocked()
+		err = j.err
+	}
+	j.flushing = false
+	if err != nil {
+		j.f.Close()
+		return nil, fmt.Errorf("journal: repair %s: %w", path, err)
+	}
+	return j, nil
+}
+
+// reportOf describes the damage scan found.
+func reportOf(res scanResult) RecoveryReport {
+	var r RecoveryReport
+	var why []string
+	for _, d := range res.middle {
+		r.TruncatedBytes += int64(d.n)
+		r.SkippedRecords++
+		why = append(why, fmt.Sprintf("damaged span at offset %d: %d bytes dropped (%s), later records kept", d.off, d.n, d.why))
+	}
+	if d := res.tail; d != nil {
+		r.TruncatedBytes += int64(d.n)
+		r.SkippedRecords++
+		why = append(why, fmt.Sprintf("torn tail at offset %d: %d bytes truncated (%s)", d.off, d.n, d.why))
+	}
+	r.Reason = strings.Join(why, "; ")
+	return r
+}
+
+// apply replays one record read at Open. Records that no longer describe an
+// intent (duplicates, outcomes of unknown or completed keys, intents past
+// retention) only count as dead bytes.
+func (j *File) apply(r record, size int64, now time.Time) {
+	switch r.Op {
+	case opBegin:
+		in := normalize(*r.Intent)
+		if j.byID[in.ID] != nil || j.byKey[in.Key] != nil {
+			return
+		}
+		e := &entry{in: in, order: j.order, size: size}
+		if in.Outcome != nil {
+			e.at = atOf(r)
+			if j.expired(e, now) {
+				return
+			}
+			j.expiry = append(j.expiry, e)
+		}
+		j.order++
+		j.byID[in.ID], j.byKey[in.Key] = e, e
+		j.live += size
+	case opComplete:
+		e := j.byKey[r.Key]
+		if e == nil || e.in.Outcome != nil {
+			return
+		}
+		o := cloneOutcome(*r.Outcome)
+		o.CompletedAt = o.CompletedAt.Round(0).UTC()
+		e.in.Outcome, e.at = &o, atOf(r)
+		if j.expired(e, now) {
+			j.drop(e)
+			return
+		}
+		e.size += size
+		j.live += size
+		j.expiry = append(j.expiry, e)
+	}
+}
+
+func atOf(r record) time.Time {
+	if !r.At.IsZero() {
+		return r.At
+	}
+	if r.Intent != nil && r.Intent.Outcome != nil {
+		return r.Intent.Outcome.CompletedAt
+	}
+	if r.Outcome != nil {
+		return r.Outcome.CompletedAt
+	}
+	return time.Time{}
+}
+
+// Recovery reports what Open dropped to repair the file.
+func (j *File) Recovery() RecoveryReport { return j.report }
+
+// Begin records in durably (its record is written and fsynced before Begin
+// returns), or returns the intent already recorded under in.ID unchanged,
+// pending or completed: compare its bytes with yours. A key already recorded
+// under another id is an error wrapping ErrKeyInUse. If ctx ends while Begin
+// waits for the disk it returns ctx.Err(), and the intent may or may not
+// have been recorded.
+func (j *File) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return safegen.Intent{}, err
+	}
+	if err := in.Validate(); err != nil {
+		return safegen.Intent{}, err
+	}
+	n := normalize(in)
+	frame, err := encodeRecord(nil, &record{Op: opBegin, Intent: &n})
+	if err != nil {
+		return safegen.Intent{}, err
+	}
+	j.mu.Lock()
+	if err := j.usableLocked(); err != nil {
+		j.mu.Unlock()
+		return safegen.Intent{}, err
+	}
+	if e := j.byID[in.ID]; e != nil {
+		got, seq := cloneIntent(e.in), e.seq
+		j.mu.Unlock()
+		// Another caller may still be making it durable.
+		if err := j.waitDurable(ctx, seq); err != nil {
+			return safegen.Intent{}, err
+		}
+		return got, nil
+	}
+	if e := j.byKey[in.Key]; e != nil {
+		j.mu.Unlock()
+		return safegen.Intent{}, fmt.Errorf("%w: key %q is held by intent %q", ErrKeyInUse, in.Key, e.in.ID)
+	}
+	seq := j.appendLocked(frame)
+	e := &entry{in: n, order: j.order, seq: seq, size: int64(len(frame))}
+	j.order++
+	j.byID[n.ID], j.byKey[n.Key] = e, e
+	j.live += e.size
+	j.mu.Unlock()
+	if err := j.waitDurable(ctx, seq); err != nil {
+		return safegen.Intent{}, err
+	}
+	return cloneIntent(n), nil
+}
+
+// Complete records the outcome of the intent with this key. It does not wait
+// for the disk: the record is written with the next group commit, within the
+// flush interval, or at Close; losing it in a crash only costs a replay.
+// Completing an unknown key is an error wrapping ErrNotFound; completing a
+// completed one does nothing. A zero out.CompletedAt is set to now.
+func (j *File) Complete(ctx context.Context, key string, out safegen.Outcome) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := j.cfg.clock()
+	o := cloneOutcome(out)
+	if o.CompletedAt.IsZero() {
+		o.CompletedAt = now
+	}
+	o.CompletedAt = o.CompletedAt.Round(0).UTC()
+	frame, err := encodeRecord(nil, &record{Op: opComplete, Key: key, Outcome: &o, At: now.Round(0).UTC()})
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usableLocked(); err != nil {
+		return err
+	}
+	e := j.byKey[key]
+	if e == nil {
+		return fmt.Errorf("%w: key %q", ErrNotFound, key)
+	}
+	if e.in.Outcome != nil {
+		return nil
+	}
+	j.appendLocked(frame)
+	e.in.Outcome, e.at = &o, now
+	e.size += int64(len(frame))
+	j.live += int64(len(frame))
+	j.expiry = append(j.expiry, e)
+	if !j.timerArmed {
+		j.timerArmed = true
+		j.timerInFlight.Add(1)
+		if j.timer == nil {
+			j.timer = time.AfterFunc(j.cfg.flushInterval, j.timerFlush)
+		} else {
+			j.timer.Reset(j.cfg.flushInterval)
+		}
+	}
+	return nil
+}
+
+// Pending lists the intents without an outcome, oldest first (by CreatedAt,
+// then by order of Begin).
+func (j *File) Pending(ctx context.Context) ([]safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	if err := j.usableLocked(); err != nil {
+		j.mu.Unlock()
+		return nil, err
+	}
+	type pending struct {
+		in    safegen.Intent
+		order uint64
+	}
+	var ps []pending
+	for _, e := range j.byID {
+		if e.in.Outcome == nil {
+			ps = append(ps, pending{e.in, e.order}) // Body is never changed in place
+		}
+	}
+	j.mu.Unlock()
+	slices.SortFunc(ps, func(a, b pending) int {
+		if c := a.in.CreatedAt.Compare(b.in.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.order, b.order)
+	})
+	out := make([]safegen.Intent, len(ps))
+	for i, p := range ps {
+		out[i] = cloneIntent(p.in)
+	}
+	return out, nil
+}
+
+// Close writes and syncs the Completes still in memory, closes the file and
+// releases the lock. Every method called after Close returns ErrClosed.
+func (j *File) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return ErrClosed
+	}
+	j.closed = true
+	if j.timerArmed && j.timer.Stop() {
+		j.timerArmed = false
+		j.timerInFlight.Done()
+	}
+	j.mu.Unlock()
+	j.timerInFlight.Wait()
+
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.flushing {
+		ch := j.flushed
+		j.mu.Unlock()
+		<-ch
+		j.mu.Lock()
+	}
+	err := j.err
+	if err == nil {
+		j.flushing = true
+		err = j.writeLocked()
+		j.endLeadLocked()
+	}
+	if cerr := j.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("journal: close %s: %w", j.path, cerr)
+	}
+	if cerr := j.lock.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("journal: unlock %s: %w", j.path, cerr)
+	}
+	if j.err == nil {
+		j.err = ErrClosed
+	}
+	return err
+}
+
+func (j *File) usableLocked() error {
+	if j.closed {
+		return ErrClosed
+	}
+	return j.err
+}
+
+// expired reports whether e's outcome is older than the retention period.
+func (j *File) expired(e *entry, now time.Time) bool {
+	return e.in.Outcome != nil && !now.Before(e.at.Add(j.cfg.retention))
+}
+
+// drop forgets e.
+func (j *File) drop(e *entry) {
+	if j.byID[e.in.ID] == e {
+		delete(j.byID, e.in.ID)
+		delete(j.byKey, e.in.Key)
+		j.live -= e.size
+	}
+}

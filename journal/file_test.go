@@ -1,0 +1,449 @@
+package journal_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	safegen "github.com/safegen/safegen-go"
+	"github.com/safegen/safegen-go/journal"
+)
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func newIntent(i int) safegen.Intent {
+	return safegen.Intent{
+		ID: fmt.Sprintf("order-%d", i), Key: fmt.Sprintf("key-%d", i),
+		Method: "POST", Path: "/v1/generations",
+		Body:      []byte(fmt.Sprintf(`{"model":"veo-3-1-fast","prompt":"intent number %d"}`, i)),
+		CreatedAt: t0.Add(time.Duration(i) * time.Second),
+	}
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(t0.UnixNano())
+	return c
+}
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func begin(t *testing.T, j safegen.KeyJournal, ins ...safegen.Intent) {
+	t.Helper()
+	for _, in := range ins {
+		got, err := j.Begin(context.Background(), in)
+		require.NoError(t, err)
+		require.Equal(t, in.Key, got.Key)
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Size()
+}
+
+func pendingIDs(t *testing.T, j safegen.KeyJournal) []string {
+	t.Helper()
+	p, err := j.Pending(context.Background())
+	require.NoError(t, err)
+	ids := []string{}
+	for _, in := range p {
+		ids = append(ids, in.ID)
+	}
+	return ids
+}
+
+// writeJournal writes n intents with a File and returns the file's bytes
+// and the offset at which each record ends.
+func writeJournal(t *testing.T, n int) (data []byte, ends []int64) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "journal")
+	for i := range n {
+		j, err := journal.Open(path)
+		require.NoError(t, err)
+		begin(t, j, newIntent(i))
+		require.NoError(t, j.Close())
+		ends = append(ends, fileSize(t, path))
+	}
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return data, ends
+}
+
+func TestRecoverTornTailAtEveryOffset(t *testing.T) {
+	data, ends := writeJournal(t, 3)
+	last := ends[1]
+	dir := t.TempDir()
+	for cut := last; cut < int64(len(data)); cut++ {
+		path := filepath.Join(dir, fmt.Sprintf("cut-%d", cut))
+		require.NoError(t, os.WriteFile(path, data[:cut], 0o600))
+		j, err := journal.Open(path)
+		require.NoError(t, err, "cut at %d", cut)
+		require.Equal(t, []string{"order-0", "order-1"}, pendingIDs(t, j), "cut at %d", cut)
+		rep := j.Recovery()
+		if cut == last {
+			require.Zero(t, rep, "a cut on a record boundary is no damage")
+		} else {
+			require.Equal(t, cut-last, rep.TruncatedBytes, "cut at %d", cut)
+			require.Equal(t, 1, rep.SkippedRecords)
+			require.Contains(t, rep.Reason, fmt.Sprintf("torn tail at offset %d", last))
+		}
+		require.Equal(t, last, fileSize(t, path), "truncated to the last intact record")
+		// The journal goes on from there, and reopens clean.
+		begin(t, j, newIntent(2))
+		require.NoError(t, j.Close())
+		j, err = journal.Open(path, journal.WithStrict())
+		require.NoError(t, err)
+		require.Equal(t, []string{"order-0", "order-1", "order-2"}, pendingIDs(t, j))
+		require.NoError(t, j.Close())
+		require.NoError(t, os.Remove(path))
+	}
+}
+
+func TestRecoverBitFlipInMiddleRecord(t *testing.T) {
+	data, ends := writeJournal(t, 3)
+	dir := t.TempDir()
+	for off := ends[0]; off < ends[1]; off++ {
+		bit := byte(1) << (off % 8)
+		path := filepath.Join(dir, fmt.Sprintf("flip-%d", off))
+		flipped := bytes.Clone(data)
+		flipped[off] ^= bit
+		require.NoError(t, os.WriteFile(path, flipped, 0o600))
+
+		_, err := journal.Open(path, journal.WithStrict())
+		require.ErrorIs(t, err, journal.ErrCorrupt, "flip at %d", off)
+
+		j, err := journal.Open(path)
+		require.NoError(t, err, "flip at %d", off)
+		require.Equal(t, []string{"order-0", "order-2"}, pendingIDs(t, j), "flip at %d: neighbours survive", off)
+		rep := j.Recovery()
+		require.Equal(t, ends[1]-ends[0], rep.TruncatedBytes, "flip at %d", off)
+		require.Equal(t, 1, rep.SkippedRecords)
+		require.Contains(t, rep.Reason, fmt.Sprintf("offset %d", ends[0]))
+		require.NoError(t, j.Close())
+
+		// The damage was cut out of the file, not just skipped.
+		j, err = journal.Open(path, journal.WithStrict())
+		require.NoError(t, err)
+		require.Zero(t, j.Recovery())
+		require.Equal(t, []string{"order-0", "order-2"}, pendingIDs(t, j))
+		require.NoError(t, j.Close())
+	}
+}
+
+func TestRecoverGarbage(t *testing.T) {
+	good, _ := writeJournal(t, 2)
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		pending int
+	}{
+		{"random", random(4096), 0},
+		{"zeros", make([]byte, 1000), 0},
+		{"magic soup", bytes.Repeat([]byte{0xff, 'S', 'G', 'J', 0xff, 0xff}, 500), 0},
+		{"garbage before records", append(random(333), good...), 2},
+		{"garbage after records", append(bytes.Clone(good), random(333)...), 2},
+		{"zeroed tail", append(bytes.Clone(good), make([]byte, 4096)...), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "journal")
+			require.NoError(t, os.WriteFile(path, tc.data, 0o600))
+			_, err := journal.Open(path, journal.WithStrict())
+			require.ErrorIs(t, err, journal.ErrCorrupt)
+			j, err := journal.Open(path)
+			require.NoError(t, err)
+			require.Positive(t, j.Recovery().SkippedRecords)
+			require.Len(t, pendingIDs(t, j), tc.pending)
+			begin(t, j, newIntent(7))
+			require.NoError(t, j.Close())
+			j, err = journal.Open(path, journal.WithStrict())
+			require.NoError(t, err)
+			require.Len(t, pendingIDs(t, j), tc.pending+1)
+			require.NoError(t, j.Close())
+		})
+	}
+}
+
+func TestCompactKeepsLiveAndShrinks(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithClock(clock.Now), journal.WithRetention(time.Hour), journal.WithCompactThreshold(0))
+	for i := range 100 {
+		begin(t, j, newIntent(i))
+	}
+	// 0-49 completed two hours ago, 50-59 just now, 60-99 pending.
+	for i := range 50 {
+		require.NoError(t, j.Complete(ctx, newIntent(i).Key, safegen.Outcome{StatusCode: 201}))
+	}
+	clock.Advance(2 * time.Hour)
+	for i := 50; i < 60; i++ {
+		require.NoError(t, j.Complete(ctx, newIntent(i).Key, safegen.Outcome{StatusCode: 201, Body: []byte("kept")}))
+	}
+	require.NoError(t, j.Close())
+	before := fileSize(t, path)
+
+	j = openFile(t, path, journal.WithClock(clock.Now), journal.WithRetention(time.Hour), journal.WithCompactThreshold(0))
+	require.NoError(t, j.Compact())
+	after := fileSize(t, path)
+	require.Less(t, after, before*6/10, "compaction shrinks the file")
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+	_, err = os.Stat(path + ".compact")
+	require.ErrorIs(t, err, os.ErrNotExist, "no temporary file is left behind")
+
+	check := func(j safegen.KeyJournal) {
+		t.Helper()
+		var want []string
+		for i := 60; i < 100; i++ {
+			want = append(want, newIntent(i).ID)
+		}
+		require.Equal(t, want, pendingIDs(t, j), "pending intents are never dropped")
+		for i := 50; i < 60; i++ {
+			got, err := j.Begin(ctx, newIntent(i))
+			require.NoError(t, err)
+			require.NotNil(t, got.Outcome, "completed within retention: kept")
+			require.Equal(t, "kept", string(got.Outcome.Body))
+		}
+		for i := range 50 {
+			in := newIntent(i)
+			in.Key = "fresh-" + in.Key
+			got, err := j.Begin(ctx, in)
+			require.NoError(t, err)
+			require.Equal(t, in.Key, got.Key, "completed past retention: dropped, the id starts afresh")
+		}
+	}
+	check(j)
+	require.NoError(t, j.Close())
+	j = openFile(t, path, journal.WithClock(clock.Now), journal.WithRetention(time.Hour))
+	require.Zero(t, j.Recovery())
+	require.Len(t, pendingIDs(t, j), 90)
+}
+
+func TestRetentionDropsOldCompleted(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	opts := []journal.Option{journal.WithClock(clock.Now), journal.WithRetention(25 * time.Hour)}
+	j := openFile(t, path, opts...)
+	begin(t, j, newIntent(1))
+	require.NoError(t, j.Complete(ctx, "key-1", safegen.Outcome{StatusCode: 201}))
+	for _, tc := range []struct {
+		advance time.Duration
+		kept    bool
+	}{
+		{24 * time.Hour, true},
+		{time.Hour - time.Nanosecond, true},
+		{time.Nanosecond, false},
+	} {
+		clock.Advance(tc.advance)
+		require.NoError(t, j.Close())
+		j = openFile(t, path, opts...)
+		require.NoError(t, j.Compact())
+		in := newIntent(1)
+		in.Key = "new-key"
+		got, err := j.Begin(ctx, in)
+		require.NoError(t, err)
+		if tc.kept {
+			require.Equal(t, "key-1", got.Key)
+			require.NotNil(t, got.Outcome)
+		} else {
+			require.Equal(t, "new-key", got.Key)
+			require.Nil(t, got.Outcome)
+		}
+	}
+}
+
+// Under a steady stream of calls that complete, the file stays bounded.
+func TestFileSizeBoundedUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	const threshold = 32 << 10
+	j := openFile(t, path, journal.WithClock(clock.Now), journal.WithRetention(time.Minute), journal.WithCompactThreshold(threshold))
+	var largest int64
+	for i := range 3000 {
+		in := newIntent(i)
+		begin(t, j, in)
+		require.NoError(t, j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201, Body: in.Body}))
+		clock.Advance(time.Second)
+		largest = max(largest, fileSize(t, path))
+	}
+	require.Less(t, largest, int64(2*threshold))
+	// 3000 begins and completes wrote some 30 times the bound.
+	require.NoError(t, j.Close())
+}
+
+func TestLockSameProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := journal.Open(path)
+	require.NoError(t, err)
+	_, err = journal.Open(path)
+	require.ErrorIs(t, err, journal.ErrLocked)
+	require.NoError(t, j.Close())
+	j, err = journal.Open(path)
+	require.NoError(t, err, "Close releases the lock")
+	require.NoError(t, j.Close())
+}
+
+func TestLockAcrossProcesses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	child := func() (string, error) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), lockChildEnv+"="+path)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	j, err := journal.Open(path)
+	require.NoError(t, err)
+	out, err := child()
+	require.NoError(t, err, out)
+	require.Contains(t, out, "locked:")
+	require.NoError(t, j.Close())
+
+	out, err = child()
+	require.Error(t, err, "with the lock released, the child opens the journal")
+	require.Contains(t, out, "opened")
+}
+
+func TestFileModes(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "a", "b", "journal")
+	j := openFile(t, path)
+	begin(t, j, newIntent(1))
+	for _, tc := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{filepath.Join(base, "a"), 0o700 | os.ModeDir},
+		{filepath.Join(base, "a", "b"), 0o700 | os.ModeDir},
+		{path, 0o600},
+		{path + ".lock", 0o600},
+	} {
+		fi, err := os.Stat(tc.path)
+		require.NoError(t, err)
+		require.Equal(t, tc.mode, fi.Mode(), tc.path)
+	}
+	entries, err := os.ReadDir(filepath.Join(base, "a", "b"))
+	require.NoError(t, err)
+	require.Len(t, entries, 2, "nothing but the journal and its lock")
+}
+
+// A Begin that returned is on disk: a copy of the file taken without Close
+// (what a crash leaves) holds the intent.
+func TestBeginDurableWithoutClose(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithFlushInterval(time.Hour))
+	begin(t, j, newIntent(1), newIntent(2))
+	require.NoError(t, j.Complete(ctx, "key-1", safegen.Outcome{StatusCode: 201}))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	crashed := filepath.Join(t.TempDir(), "journal")
+	require.NoError(t, os.WriteFile(crashed, data, 0o600))
+	c := openFile(t, crashed, journal.WithStrict())
+	for _, in := range []safegen.Intent{newIntent(1), newIntent(2)} {
+		in.Key = "other"
+		got, err := c.Begin(ctx, in)
+		require.NoError(t, err)
+		require.Equal(t, newIntent(in.CreatedAt.Second()).Key, got.Key)
+	}
+	// The unsynced Complete may be lost: intent 1 is then pending, and
+	// replaying it under the same key is harmless.
+	require.Subset(t, []string{"order-1", "order-2"}, pendingIDs(t, c))
+}
+
+func TestCompleteFlushedWithinInterval(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithFlushInterval(time.Millisecond))
+	begin(t, j, newIntent(1))
+	size := fileSize(t, path)
+	require.NoError(t, j.Complete(ctx, "key-1", safegen.Outcome{StatusCode: 201}))
+	require.Eventually(t, func() bool { return fileSize(t, path) > size }, 5*time.Second, time.Millisecond)
+}
+
+func TestClosed(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := journal.Open(path)
+	require.NoError(t, err)
+	begin(t, j, newIntent(1))
+	require.NoError(t, j.Complete(ctx, "key-1", safegen.Outcome{StatusCode: 201}))
+	require.NoError(t, j.Close())
+	_, err = j.Begin(ctx, newIntent(2))
+	require.ErrorIs(t, err, journal.ErrClosed)
+	require.ErrorIs(t, j.Complete(ctx, "key-1", safegen.Outcome{}), journal.ErrClosed)
+	_, err = j.Pending(ctx)
+	require.ErrorIs(t, err, journal.ErrClosed)
+	require.ErrorIs(t, j.Compact(), journal.ErrClosed)
+	require.ErrorIs(t, j.Close(), journal.ErrClosed)
+
+	// Close flushed the Complete.
+	j, err = journal.Open(path)
+	require.NoError(t, err)
+	require.Empty(t, pendingIDs(t, j))
+	require.NoError(t, j.Close())
+}
+
+func TestBeginErrors(t *testing.T) {
+	j := openFile(t, filepath.Join(t.TempDir(), "journal"))
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	huge := newIntent(1)
+	huge.Body = make([]byte, journal.MaxRecordSize)
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		in   safegen.Intent
+		want error
+	}{
+		{"cancelled", cancelled, newIntent(1), context.Canceled},
+		{"too large", context.Background(), huge, journal.ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := j.Begin(tc.ctx, tc.in)
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+	require.Empty(t, pendingIDs(t, j))
+}
+
+func TestOptionsValidate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	for name, opt := range map[string]journal.Option{
+		"negative retention": journal.WithRetention(-time.Second),
+		"nil clock":          journal.WithClock(nil),
+		"negative threshold": journal.WithCompactThreshold(-1),
+		"zero interval":      journal.WithFlushInterval(0),
+	} {
+		_, err := journal.Open(path, opt)
+		require.Error(t, err, name)
+	}
+	_, err := journal.Open("")
+	require.Error(t, err)
+}

@@ -1,0 +1,140 @@
+package journal
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	safegen "github.com/safegen/safegen-go"
+)
+
+// Memory is a KeyJournal held in memory only. It deduplicates intent ids and
+// keys within one process run and forgets everything when the process ends,
+// so it protects nothing across a crash: use it in tests, or in processes
+// that only want intent-id deduplication. It keeps completed intents for as
+// long as it lives. It is safe for concurrent use by multiple goroutines.
+type Memory struct {
+	mu    sync.Mutex
+	byID  map[string]*memEntry
+	byKey map[string]*memEntry
+	next  uint64
+}
+
+type memEntry struct {
+	in    safegen.Intent
+	order uint64
+}
+
+var _ safegen.KeyJournal = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory journal.
+func NewMemory() *Memory {
+	return &Memory{byID: make(map[string]*memEntry), byKey: make(map[string]*memEntry)}
+}
+
+// Begin records in, or returns the intent already recorded under in.ID
+// unchanged (compare its bytes with yours). A key already recorded under
+// another id is an error wrapping ErrKeyInUse.
+func (m *Memory) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return safegen.Intent{}, err
+	}
+	if err := in.Validate(); err != nil {
+		return safegen.Intent{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.byID[in.ID]; ok {
+		return cloneIntent(e.in), nil
+	}
+	if e, ok := m.byKey[in.Key]; ok {
+		return safegen.Intent{}, fmt.Errorf("%w: key %q is held by intent %q", ErrKeyInUse, in.Key, e.in.ID)
+	}
+	e := &memEntry{in: normalize(in), order: m.next}
+	m.next++
+	m.byID[in.ID] = e
+	m.byKey[in.Key] = e
+	return cloneIntent(e.in), nil
+}
+
+// Complete records the outcome of the intent with this key. Completing an
+// unknown key is an error wrapping ErrNotFound; completing a completed one
+// does nothing.
+func (m *Memory) Complete(ctx context.Context, key string, out safegen.Outcome) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.byKey[key]
+	if !ok {
+		return fmt.Errorf("%w: key %q", ErrNotFound, key)
+	}
+	if e.in.Outcome == nil {
+		o := cloneOutcome(out)
+		o.CompletedAt = o.CompletedAt.Round(0).UTC()
+		e.in.Outcome = &o
+	}
+	return nil
+}
+
+// Pending lists the intents without an outcome, oldest first (by CreatedAt,
+// then by order of Begin).
+func (m *Memory) Pending(ctx context.Context) ([]safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	type pending struct {
+		in    safegen.Intent
+		order uint64
+	}
+	var ps []pending
+	for _, e := range m.byID {
+		if e.in.Outcome == nil {
+			ps = append(ps, pending{e.in, e.order}) // Body is never changed in place
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(ps, func(a, b pending) int {
+		if c := a.in.CreatedAt.Compare(b.in.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.order, b.order)
+	})
+	out := make([]safegen.Intent, len(ps))
+	for i, p := range ps {
+		out[i] = cloneIntent(p.in)
+	}
+	return out, nil
+}
+
+// normalize returns a deep copy of in with its times stripped of monotonic
+// readings and in UTC, the form they take after a trip through the file.
+func normalize(in safegen.Intent) safegen.Intent {
+	in = cloneIntent(in)
+	in.CreatedAt = in.CreatedAt.Round(0).UTC()
+	if in.Outcome != nil {
+		in.Outcome.CompletedAt = in.Outcome.CompletedAt.Round(0).UTC()
+	}
+	return in
+}
+
+// cloneIntent returns a copy of in that shares no memory with it, so neither
+// the caller nor the journal can change the other's bytes.
+func cloneIntent(in safegen.Intent) safegen.Intent {
+	in.Body = bytes.Clone(in.Body)
+	if in.Outcome != nil {
+		o := cloneOutcome(*in.Outcome)
+		in.Outcome = &o
+	}
+	return in
+}
+
+func cloneOutcome(o safegen.Outcome) safegen.Outcome {
+	o.Body = bytes.Clone(o.Body)
+	return o
+}
