@@ -1,0 +1,455 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/safegen/safegen-go"
+	"github.com/safegen/safegen-go/journal"
+)
+
+// apiFlags are the flags every command that calls the API shares.
+type apiFlags struct {
+	apiKey     string
+	baseURL    string
+	dialect    string
+	json       bool
+	timeout    time.Duration
+	maxRetries int
+	insecure   bool
+}
+
+func (a *apiFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.apiKey, "api-key", "", "API key (default $SAFEGEN_API_KEY)")
+	fs.StringVar(&a.baseURL, "base-url", "", "API base URL (default $SAFEGEN_BASE_URL)")
+	fs.StringVar(&a.dialect, "dialect", "default", "vendor dialect: default, rimp, realm, relaystation, clipia, patomic")
+	fs.BoolVar(&a.json, "json", false, "print JSON for scripts")
+	fs.DurationVar(&a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
+	fs.IntVar(&a.maxRetries, "max-retries", 3, "retries after the first attempt")
+	fs.BoolVar(&a.insecure, "insecure-http", false, "allow plain http to a host that is not loopback (sends the key in clear)")
+}
+
+// client builds the SDK client from flags and environment.
+func (a *apiFlags) client(e *env, extra ...safegen.Option) (*safegen.Client, error) {
+	if a.apiKey == "" {
+		a.apiKey = e.getenv("SAFEGEN_API_KEY")
+	}
+	if a.baseURL == "" {
+		a.baseURL = e.getenv("SAFEGEN_BASE_URL")
+	}
+	if a.apiKey == "" {
+		return nil, usageError("no API key: pass --api-key or set SAFEGEN_API_KEY")
+	}
+	if a.baseURL == "" {
+		return nil, usageError("no base URL: pass --base-url or set SAFEGEN_BASE_URL")
+	}
+	d, err := safegen.ParseDialect(a.dialect)
+	if err != nil {
+		return nil, usageError(err.Error())
+	}
+	opts := []safegen.Option{safegen.WithBaseURL(a.baseURL), safegen.WithDialect(d), safegen.WithMaxRetries(a.maxRetries),
+		safegen.WithUserAgent("safegen-cli/" + safegen.Version)}
+	if a.insecure {
+		opts = append(opts, safegen.WithInsecureHTTP())
+	}
+	c, err := safegen.NewClient(a.apiKey, append(opts, extra...)...)
+	if err != nil {
+		return nil, usageError(err.Error())
+	}
+	return c, nil
+}
+
+// usageErr is a mistake in the command line.
+type usageErr struct{ msg string }
+
+func (u *usageErr) Error() string { return u.msg }
+
+func usageError(msg string) error { return &usageErr{msg: msg} }
+
+// parseFlags parses flags placed anywhere among the positional arguments.
+// It returns done=true with the exit code when the command should stop
+// (--help, or a bad flag).
+func parseFlags(fs *flag.FlagSet, e *env, args []string) (pos []string, code int, done bool) {
+	fs.SetOutput(e.stderr)
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(e.stdout)
+				fs.Usage()
+				return nil, exitOK, true
+			}
+			return nil, exitUsage, true
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, 0, false
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: safegen %s\n\nflags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// fail prints err and returns the exit code its kind calls for.
+func fail(e *env, jsonOut bool, err error) int {
+	code := exitFor(err)
+	if jsonOut {
+		out := map[string]any{"message": oneLine(err.Error()), "exit_code": code}
+		var apiErr *safegen.APIError
+		if errors.As(err, &apiErr) {
+			out["status"] = apiErr.StatusCode
+			out["code"] = apiErr.Code
+			out["request_id"] = apiErr.RequestID
+			out["idempotency_key"] = apiErr.IdempotencyKey
+			out["attempts"] = apiErr.Attempts
+			if apiErr.RetryAfter > 0 {
+				out["retry_after_seconds"] = apiErr.RetryAfter.Seconds()
+			}
+		}
+		printJSON(e, map[string]any{"error": out})
+	}
+	fmt.Fprintf(e.stderr, "safegen: %s\n", oneLine(err.Error()))
+	return code
+}
+
+func exitFor(err error) int {
+	var u *usageErr
+	var apiErr *safegen.APIError
+	var re *safegen.RetryError
+	switch {
+	case errors.As(err, &u):
+		return exitUsage
+	case errors.As(err, &apiErr):
+		return exitAPI
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case errors.As(err, &re), errors.Is(err, context.DeadlineExceeded):
+		return exitNetwork
+	case errors.Is(err, safegen.ErrMalformedResponse), errors.Is(err, safegen.ErrResponseTooLarge):
+		return exitAPI
+	case errors.Is(err, safegen.ErrInvalidRequest), errors.Is(err, safegen.ErrInvalidIdempotencyKey):
+		return exitUsage
+	}
+	return exitLocal
+}
+
+func printJSON(e *env, v any) {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// genView is a generation as the command prints it in JSON.
+type genView struct {
+	*safegen.Generation
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	Attempts       int    `json:"attempts,omitempty"`
+	Replayed       bool   `json:"replayed,omitempty"`
+	LastRequestID  string `json:"last_request_id,omitempty"`
+}
+
+func printGeneration(e *env, jsonOut bool, g *safegen.Generation) {
+	if jsonOut {
+		printJSON(e, genView{Generation: g, IdempotencyKey: g.Meta.IdempotencyKey, Attempts: g.Meta.Attempts,
+			Replayed: g.Meta.Replayed, LastRequestID: g.Meta.RequestID})
+		return
+	}
+	fmt.Fprintf(e.stdout, "%s  %s  model=%s  cost=%g", g.ID, g.Status, g.Model, g.Cost)
+	if g.Output != nil && g.Output.URL != "" {
+		fmt.Fprintf(e.stdout, "  output=%s", g.Output.URL)
+	}
+	if g.Error != nil {
+		fmt.Fprintf(e.stdout, "  error=%s: %s", g.Error.Code, oneLine(g.Error.Message))
+	}
+	fmt.Fprintln(e.stdout)
+	if g.Meta.IdempotencyKey != "" {
+		fmt.Fprintf(e.stdout, "  idempotency_key=%s  attempts=%d  replayed=%t  request_id=%s\n",
+			g.Meta.IdempotencyKey, g.Meta.Attempts, g.Meta.Replayed, g.Meta.RequestID)
+	}
+}
+
+func genExit(g *safegen.Generation) int {
+	if g.Status == safegen.StatusFailed || g.Status == safegen.StatusCanceled {
+		return exitGenFailed
+	}
+	return exitOK
+}
+
+func runGenerate(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("generate", "generate --model M --prompt P [--duration S] [--wait] [flags]")
+	var a apiFlags
+	a.register(fs)
+	var p safegen.GenerationCreateParams
+	var key, intent, journalPath, input string
+	var wait bool
+	fs.StringVar(&p.Model, "model", "", "model (required)")
+	fs.StringVar(&p.Prompt, "prompt", "", "prompt (required)")
+	fs.IntVar(&p.DurationS, "duration", 0, "clip length in seconds (video models)")
+	fs.StringVar(&p.WebhookURL, "webhook-url", "", "URL to receive the signed completion event")
+	fs.StringVar(&input, "input", "", "model inputs as a JSON object")
+	fs.StringVar(&key, "idempotency-key", "", "key to send (default: a fresh UUID v4); reuse it to retry the same call safely")
+	fs.StringVar(&intent, "intent-id", "", "name of this logical call in the journal (needs --journal)")
+	fs.StringVar(&journalPath, "journal", "", "file journal: record the intent before sending, so 'safegen resume' can finish it")
+	fs.BoolVar(&wait, "wait", false, "wait until the generation finishes")
+	pos, code, done := parseFlags(fs, e, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		return fail(e, a.json, usageError("generate takes no positional arguments: "+strings.Join(pos, " ")))
+	}
+	if p.Model == "" || p.Prompt == "" {
+		return fail(e, a.json, usageError("generate needs --model and --prompt"))
+	}
+	if input != "" {
+		if err := json.Unmarshal([]byte(input), &p.Input); err != nil {
+			return fail(e, a.json, usageError("--input must be a JSON object: "+err.Error()))
+		}
+	}
+	if intent != "" && journalPath == "" {
+		return fail(e, a.json, usageError("--intent-id needs --journal"))
+	}
+	var extra []safegen.Option
+	if journalPath != "" {
+		j, err := journal.Open(journalPath)
+		if err != nil {
+			return fail(e, a.json, err)
+		}
+		defer j.Close()
+		extra = append(extra, safegen.WithJournal(j))
+	}
+	c, err := a.client(e, extra...)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	var callOpts []safegen.RequestOption
+	if key != "" {
+		callOpts = append(callOpts, safegen.WithIdempotencyKey(key))
+	}
+	if intent != "" {
+		callOpts = append(callOpts, safegen.WithIntentID(intent))
+	}
+	g, err := c.Generations.Create(ctx, &p, callOpts...)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	if !wait {
+		printGeneration(e, a.json, g)
+		return exitOK
+	}
+	meta := g.Meta
+	done2, err := c.Generations.Wait(ctx, g.ID)
+	if err != nil {
+		printGeneration(e, a.json, g)
+		return fail(e, a.json, err)
+	}
+	done2.Meta = meta
+	printGeneration(e, a.json, done2)
+	return genExit(done2)
+}
+
+func runGet(ctx context.Context, e *env, args []string) int { return getOrWait(ctx, e, args, false) }
+
+func runWait(ctx context.Context, e *env, args []string) int { return getOrWait(ctx, e, args, true) }
+
+func getOrWait(ctx context.Context, e *env, args []string, wait bool) int {
+	name := "get"
+	if wait {
+		name = "wait"
+	}
+	fs := newFlagSet(name, name+" GENERATION_ID [flags]")
+	var a apiFlags
+	a.register(fs)
+	pos, code, done := parseFlags(fs, e, args)
+	if done {
+		return code
+	}
+	if len(pos) != 1 {
+		return fail(e, a.json, usageError(name+" takes one generation id"))
+	}
+	c, err := a.client(e)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	var g *safegen.Generation
+	if wait {
+		g, err = c.Generations.Wait(ctx, pos[0])
+	} else {
+		g, err = c.Generations.Get(ctx, pos[0])
+	}
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	printGeneration(e, a.json, g)
+	if wait {
+		return genExit(g)
+	}
+	return exitOK
+}
+
+func runEstimate(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("estimate", "estimate --model M --prompt P [--duration S] [flags]")
+	var a apiFlags
+	a.register(fs)
+	var p safegen.GenerationCreateParams
+	fs.StringVar(&p.Model, "model", "", "model (required)")
+	fs.StringVar(&p.Prompt, "prompt", "", "prompt (required)")
+	fs.IntVar(&p.DurationS, "duration", 0, "clip length in seconds (video models)")
+	pos, code, done := parseFlags(fs, e, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 || p.Model == "" || p.Prompt == "" {
+		return fail(e, a.json, usageError("estimate needs --model and --prompt and no positional arguments"))
+	}
+	c, err := a.client(e)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	est, err := c.Generations.Estimate(ctx, &p)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	if a.json {
+		printJSON(e, map[string]any{"credits": est.Credits})
+	} else {
+		fmt.Fprintf(e.stdout, "%g credits\n", est.Credits)
+	}
+	return exitOK
+}
+
+func runAccount(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("account", "account [flags]")
+	var a apiFlags
+	a.register(fs)
+	pos, code, done := parseFlags(fs, e, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		return fail(e, a.json, usageError("account takes no positional arguments"))
+	}
+	c, err := a.client(e)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	acct, err := c.Account(ctx)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	if a.json {
+		printJSON(e, map[string]any{"credits": acct.Credits})
+	} else {
+		fmt.Fprintf(e.stdout, "%g credits left\n", acct.Credits)
+	}
+	return exitOK
+}
+
+func runResume(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("resume", "resume --journal PATH [flags]")
+	var a apiFlags
+	a.register(fs)
+	var journalPath string
+	fs.StringVar(&journalPath, "journal", "", "the file journal whose pending intents to finish (required)")
+	pos, code, done := parseFlags(fs, e, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 || journalPath == "" {
+		return fail(e, a.json, usageError("resume needs --journal and no positional arguments"))
+	}
+	j, err := journal.Open(journalPath)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer j.Close()
+	if r := j.Recovery(); r.TruncatedBytes > 0 || r.SkippedRecords > 0 {
+		fmt.Fprintf(e.stderr, "safegen: journal repaired on open: %s\n", oneLine(r.Reason))
+	}
+	c, err := a.client(e, safegen.WithJournal(j))
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	rep, err := c.Resume(ctx)
+	if rep != nil {
+		printResume(e, a.json, rep)
+	}
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	if len(rep.Failed) > 0 {
+		return exitAPI
+	}
+	return exitOK
+}
+
+func printResume(e *env, jsonOut bool, rep *safegen.ResumeReport) {
+	type item struct {
+		IntentID       string `json:"intent_id"`
+		IdempotencyKey string `json:"idempotency_key"`
+		Status         int    `json:"status,omitempty"`
+		RequestID      string `json:"request_id,omitempty"`
+		Replayed       bool   `json:"replayed,omitempty"`
+		Error          string `json:"error,omitempty"`
+		StillPending   bool   `json:"still_pending,omitempty"`
+		CreatedAt      string `json:"created_at,omitempty"`
+	}
+	conv := func(rs []safegen.ResumeResult) []item {
+		out := []item{}
+		for _, r := range rs {
+			it := item{IntentID: r.Intent.ID, IdempotencyKey: r.Intent.Key, Status: r.StatusCode, RequestID: r.Meta.RequestID,
+				Replayed: r.Meta.Replayed, StillPending: r.StillPending}
+			if r.Err != nil {
+				it.Error = oneLine(r.Err.Error())
+			}
+			out = append(out, it)
+		}
+		return out
+	}
+	expired := []item{}
+	for _, in := range rep.Expired {
+		expired = append(expired, item{IntentID: in.ID, IdempotencyKey: in.Key, CreatedAt: in.CreatedAt.Format(time.RFC3339)})
+	}
+	if jsonOut {
+		printJSON(e, map[string]any{"completed": conv(rep.Completed), "failed": conv(rep.Failed), "expired": expired})
+		return
+	}
+	fmt.Fprintf(e.stdout, "resumed: %d completed, %d failed, %d expired\n", len(rep.Completed), len(rep.Failed), len(rep.Expired))
+	for _, it := range conv(rep.Completed) {
+		fmt.Fprintf(e.stdout, "  completed  %s  key=%s  status=%d  replayed=%t  request_id=%s\n", it.IntentID, it.IdempotencyKey, it.Status, it.Replayed, it.RequestID)
+	}
+	for _, it := range conv(rep.Failed) {
+		fmt.Fprintf(e.stdout, "  failed     %s  key=%s  still_pending=%t  %s\n", it.IntentID, it.IdempotencyKey, it.StillPending, it.Error)
+	}
+	for _, it := range expired {
+		fmt.Fprintf(e.stdout, "  expired    %s  key=%s  created_at=%s  (not re-sent: reconcile by hand)\n", it.IntentID, it.IdempotencyKey, it.CreatedAt)
+	}
+}
