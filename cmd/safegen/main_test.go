@@ -239,7 +239,9 @@ func TestFakeServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
 	done := make(chan int)
-	go func() { done <- run(ctx, e, []string{"fake-server", "--addr", "127.0.0.1:0", "--dialect", "realm", "--faults", "503=0.5", "--json"}) }()
+	go func() {
+		done <- run(ctx, e, []string{"fake-server", "--addr", "127.0.0.1:0", "--dialect", "realm", "--faults", "503=0.5", "--json"})
+	}()
 	var info struct {
 		URL    string `json:"url"`
 		APIKey string `json:"api_key"`
