@@ -42,6 +42,8 @@ type Client struct {
 
 	apiKey string
 	s      settings
+	root   string      // the base URL, as a string
+	fixed  http.Header // headers every request carries; values shared, never mutated
 	hc     *http.Client      // over the shared transport, wrapped
 	base   http.RoundTripper // the transport Close releases
 	budget *retryBudget
@@ -87,6 +89,13 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	hc.Timeout = 0
 	hc.CheckRedirect = c.checkRedirect
 	c.hc = &hc
+	c.root = s.baseURL.String()
+	c.fixed = http.Header{"Accept": {"application/json"}, "User-Agent": {s.userAgent}, AttemptHeader: {"1"}}
+	if s.dialect.usesAPIKeyHeader() {
+		c.fixed["X-Api-Key"] = []string{apiKey}
+	} else {
+		c.fixed["Authorization"] = []string{"Bearer " + apiKey}
+	}
 	c.Generations = &GenerationsService{c: c}
 	return c, nil
 }
@@ -225,14 +234,14 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 
 	st := &callState{c: c, s: s, method: r.method, path: r.path, key: key}
 	st.ctx = context.WithValue(ctx, stateKey{}, st)
-	req, err := retryablehttp.NewRequestWithContext(st.ctx, r.method, c.s.baseURL.String()+r.path, r.body)
+	req, err := retryablehttp.NewRequestWithContext(st.ctx, r.method, c.root+r.path, r.body)
 	if err != nil {
 		return nil, fmt.Errorf("safegen: %s %s: %w", r.method, r.path, err)
 	}
-	c.setHeaders(req.Header, s, r, key)
-	req.SetResponseHandler(st.readBody)
+	c.setHeaders(req.Request, s, r, key)
+	req.SetResponseHandler(readBody)
 
-	hresp, derr := st.newRetryClient().Do(req)
+	hresp, derr := st.initRetryClient().Do(req)
 	if hresp != nil {
 		hresp.Body.Close()
 	}
@@ -334,29 +343,30 @@ func (st *callState) readBody(resp *http.Response) error {
 	return nil
 }
 
-func (c *Client) setHeaders(h http.Header, s *settings, r request, key string) {
+func (c *Client) setHeaders(req *http.Request, s *settings, r request, key string) {
+	h := make(http.Header, len(c.fixed)+len(s.header)+2)
+	for k, v := range c.fixed {
+		h[k] = v
+	}
 	for k, v := range s.header { // the Client's headers, then the call's
 		h[k] = v
 	}
-	if c.s.dialect.usesAPIKeyHeader() {
-		h.Set("X-Api-Key", c.apiKey)
-	} else {
-		h.Set("Authorization", "Bearer "+c.apiKey)
+	if s.userAgent != c.s.userAgent {
+		h["User-Agent"] = []string{s.userAgent}
 	}
-	h.Set("User-Agent", s.userAgent)
-	h.Set("Accept", "application/json")
 	if r.body != nil {
-		h.Set("Content-Type", "application/json")
+		h["Content-Type"] = jsonContentType
 	}
 	if key != "" {
 		if c.s.quoteKey {
-			h.Set("Idempotency-Key", strconv.Quote(key))
-		} else {
-			h.Set("Idempotency-Key", key)
+			key = strconv.Quote(key)
 		}
+		h["Idempotency-Key"] = []string{key}
 	}
-	h.Set(AttemptHeader, "1")
+	req.Header = h
 }
+
+var jsonContentType = []string{"application/json"}
 
 // replayed reports whether the server says it answered from its idempotency
 // store. Vendors spell the header Idempotent-Replayed or idempotency-replayed.
@@ -374,7 +384,7 @@ func replayed(h http.Header) bool {
 type transport struct{ base http.RoundTripper }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	st, _ := req.Context().Value(stateKey{}).(*callState)
+	st := stateOf(req.Context())
 	if st == nil {
 		return t.base.RoundTrip(req)
 	}

@@ -103,20 +103,19 @@ type GenerationError struct {
 // RFC 3339 (left zero) rather than failing the whole call.
 func (g *Generation) UnmarshalJSON(b []byte) error {
 	type plain Generation
+	err := json.Unmarshal(b, (*plain)(g))
+	var pe *time.ParseError
+	if err == nil || !errors.As(err, &pe) {
+		return err
+	}
 	var aux struct {
 		*plain
 		CreatedAt json.RawMessage `json:"created_at"`
 	}
+	*g = Generation{}
 	aux.plain = (*plain)(g)
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
-	}
-	g.CreatedAt = time.Time{}
-	var s string
-	if len(aux.CreatedAt) > 0 && json.Unmarshal(aux.CreatedAt, &s) == nil {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			g.CreatedAt = t
-		}
 	}
 	return nil
 }

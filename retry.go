@@ -52,6 +52,7 @@ var errWaitPastDeadline = fmt.Errorf("safegen: the next wait would pass the cont
 // callState is one logical call's retry state, shared by the closures of its
 // retryablehttp.Client. Attempts run one after another, so it needs no lock.
 type callState struct {
+	rc       retryablehttp.Client
 	c        *Client
 	s        *settings
 	ctx      context.Context
@@ -80,19 +81,36 @@ type callState struct {
 
 type stateKey struct{}
 
-// newRetryClient builds the per-call retryablehttp.Client. It is never
-// copied from a configured one: it holds a sync.Once.
-func (st *callState) newRetryClient() *retryablehttp.Client {
-	return &retryablehttp.Client{
+// stateOf returns the call state carried by a request's context.
+func stateOf(ctx context.Context) *callState {
+	st, _ := ctx.Value(stateKey{}).(*callState)
+	return st
+}
+
+// initRetryClient sets up the call's own retryablehttp.Client, embedded in
+// its state (a fresh one per call: it holds a sync.Once, so it is never
+// copied from a configured one). Its hooks are plain functions that find the
+// call's state in the request context, so a call allocates no closures.
+func (st *callState) initRetryClient() *retryablehttp.Client {
+	st.rc = retryablehttp.Client{
 		HTTPClient:   st.c.hc,
 		Logger:       nil, // retryablehttp would log every URL to stderr
 		RetryMax:     st.s.maxRetries,
-		CheckRetry:   st.checkRetry,
-		Backoff:      st.backoff,
-		ErrorHandler: st.errorHandler,
-		PrepareRetry: st.prepareRetry,
+		CheckRetry:   checkRetry,
+		Backoff:      zeroBackoff,
+		ErrorHandler: errorHandler,
+		PrepareRetry: prepareRetry,
 	}
+	return &st.rc
 }
+
+func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	return stateOf(ctx).checkRetry(ctx, resp, err)
+}
+
+func prepareRetry(req *http.Request) error { return stateOf(req.Context()).prepareRetry(req) }
+
+func readBody(resp *http.Response) error { return stateOf(resp.Request.Context()).readBody(resp) }
 
 // checkRetry is the only place a retry is decided.
 func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
@@ -216,9 +234,10 @@ func (st *callState) report(info AttemptInfo) {
 	l.Log(st.ctx, levelFor(info), "safegen: attempt done", attrs...)
 }
 
-// backoff returns the wait CheckRetry chose. The wait itself happens in
-// prepareRetry, on the Client's clock, so it can be cancelled and faked.
-func (st *callState) backoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration {
+// zeroBackoff is retryablehttp's Backoff: the wait CheckRetry chose runs in
+// prepareRetry instead, on the Client's clock, so it can be cancelled and
+// faked. It never returns backoff.Stop (-1), which would retry at once.
+func zeroBackoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration {
 	return 0
 }
 
@@ -233,13 +252,14 @@ func (st *callState) prepareRetry(req *http.Request) error {
 }
 
 // errorHandler keeps retryablehttp from replacing the last answer with
-// "giving up after N attempts": the pipeline builds the typed error.
-func (st *callState) errorHandler(resp *http.Response, err error, _ int) (*http.Response, error) {
+// "giving up after N attempts": the pipeline builds the typed error from
+// the call state.
+func errorHandler(resp *http.Response, err error, _ int) (*http.Response, error) {
 	if resp != nil {
 		resp.Body.Close()
 	}
 	if err == nil {
-		err = st.lastErr
+		err = errStop
 	}
 	return nil, err
 }
