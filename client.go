@@ -42,8 +42,8 @@ type Client struct {
 
 	apiKey string
 	s      settings
-	root   string      // the base URL, as a string
-	fixed  http.Header // headers every request carries; values shared, never mutated
+	root   string            // the base URL, as a string
+	fixed  http.Header       // headers every request carries; values shared, never mutated
 	hc     *http.Client      // over the shared transport, wrapped
 	base   http.RoundTripper // the transport Close releases
 	budget *retryBudget
