@@ -47,6 +47,8 @@ type Client struct {
 	hc     *http.Client      // over the shared transport, wrapped
 	base   http.RoundTripper // the transport Close releases
 	budget *retryBudget
+	pacer  *pacer   // nil without WithRateLimit
+	slots  inFlight // nil without WithMaxInFlight
 }
 
 // NewClient returns a Client for the API key. WithBaseURL is required. The
@@ -70,7 +72,10 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	if s.baseURL.Scheme == "http" && !s.insecureHTTP && !isLoopback(s.baseURL.Hostname()) {
 		return nil, fmt.Errorf("safegen: refusing to send the API key over plain http to %s; use https or WithInsecureHTTP", s.baseURL.Host)
 	}
-	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens)}
+	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens), pacer: newPacer(&s)}
+	if s.maxInFlight > 0 {
+		c.slots = make(inFlight, s.maxInFlight)
+	}
 	var hc http.Client
 	if s.httpClient != nil {
 		hc = *s.httpClient
@@ -219,6 +224,10 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 			}
 		}()
 	}
+	if err := c.slots.acquire(ctx); err != nil {
+		return nil, &RetryError{Method: r.method, Path: r.path, Reason: "context done while waiting for a slot (WithMaxInFlight)", Err: err}
+	}
+	defer c.slots.release()
 	key := ""
 	if r.keyed {
 		key, r, err = c.prepareKey(ctx, s, r)
@@ -389,6 +398,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	st.attempts++
+	if err := st.c.pacer.wait(req.Context()); err != nil {
+		return nil, err
+	}
 	r := req
 	if st.attempts > 1 {
 		r = req.Clone(req.Context())

@@ -48,6 +48,10 @@ type settings struct {
 	backoffMult   float64
 	backoffMax    time.Duration
 	maxRetryAfter time.Duration
+	pacing        bool
+	paceRPS       float64
+	paceBurst     int
+	maxInFlight   int
 
 	// per call only
 	idempotencyKey string

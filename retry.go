@@ -151,6 +151,7 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 	} else {
 		st.lastErr = nil
 		st.status, st.header = resp.StatusCode, resp.Header
+		st.c.pacer.observe(resp.StatusCode, resp.Header)
 		info.StatusCode = resp.StatusCode
 		st.retryAfter = 0
 		if resp.StatusCode < 400 {

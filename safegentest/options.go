@@ -29,6 +29,7 @@ type config struct {
 	queued          time.Duration
 	processing      time.Duration
 	perMinute       int
+	rateWindow      time.Duration
 	concurrent      int
 	credits         int64
 	keyWindow       time.Duration
@@ -48,6 +49,7 @@ func defaultConfig() config {
 		queued:          50 * time.Millisecond,
 		processing:      100 * time.Millisecond,
 		perMinute:       120,
+		rateWindow:      time.Minute,
 		concurrent:      10,
 		credits:         1_000_000,
 		keyWindow:       24 * time.Hour,
@@ -92,6 +94,18 @@ func WithGenerationTiming(queued, processing time.Duration) Option {
 	return func(c *config) {
 		c.queued = max(queued, 0)
 		c.processing = max(processing, 0)
+	}
+}
+
+// WithRateWindow sets the length of the rate-limit window (default one
+// minute): WithRateLimit(L, 0) with WithRateWindow(time.Second) allows L
+// requests a second. Retry-After and RateLimit-Reset round up to whole
+// seconds.
+func WithRateWindow(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.rateWindow = d
+		}
 	}
 }
 

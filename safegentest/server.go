@@ -398,13 +398,13 @@ func (s *Server) handle(r *http.Request, body []byte, tooLarge bool, apiKey stri
 func (s *Server) admitLocked(acct *account) *response {
 	now := s.cfg.clock.Now()
 	if pm := s.cfg.perMinute; pm > 0 {
-		if acct.windowStart.IsZero() || !now.Before(acct.windowStart.Add(time.Minute)) {
+		if acct.windowStart.IsZero() || !now.Before(acct.windowStart.Add(s.cfg.rateWindow)) {
 			acct.windowStart, acct.count = now, 0
 		}
 		if acct.count >= pm {
-			wait := ceilSeconds(acct.windowStart.Add(time.Minute).Sub(now))
+			wait := max(ceilSeconds(acct.windowStart.Add(s.cfg.rateWindow).Sub(now)), 1)
 			resp := errorResponse(http.StatusTooManyRequests, "rate_limit_exceeded",
-				"more than "+strconv.Itoa(pm)+" requests a minute")
+				"more than "+strconv.Itoa(pm)+" requests in "+s.cfg.rateWindow.String())
 			resp.header.Set("Retry-After", strconv.Itoa(wait))
 			s.rateHeadersLocked(acct, resp.header)
 			return resp
@@ -432,7 +432,7 @@ func (s *Server) rateHeadersLocked(acct *account, h http.Header) {
 	if pm == 0 {
 		return
 	}
-	reset := max(ceilSeconds(acct.windowStart.Add(time.Minute).Sub(s.cfg.clock.Now())), 0)
+	reset := max(ceilSeconds(acct.windowStart.Add(s.cfg.rateWindow).Sub(s.cfg.clock.Now())), 0)
 	s.setRateHeaders(h, pm, max(pm-acct.count, 0), reset)
 }
 
