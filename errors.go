@@ -271,7 +271,7 @@ func decodeErrorBody(contentType string, body []byte) (typ, code, msg string) {
 		return "", "", "malformed JSON error body"
 	}
 	ct := strings.ToLower(contentType)
-	if strings.Contains(ct, "html") || bytes.HasPrefix(bytes.ToLower(trimmed), []byte("<")) {
+	if strings.Contains(ct, "html") || trimmed[0] == '<' {
 		if t := htmlTitle(trimmed); t != "" {
 			return "", "", "non-JSON error page: " + clean(t, 120)
 		}
@@ -282,17 +282,30 @@ func decodeErrorBody(contentType string, body []byte) (typ, code, msg string) {
 
 // htmlTitle returns the text of the first <title> element, if any.
 func htmlTitle(b []byte) string {
-	lower := bytes.ToLower(b)
+	lower := asciiLower(b) // same length as b, whatever the bytes
 	i := bytes.Index(lower, []byte("<title>"))
 	if i < 0 {
 		return ""
 	}
-	rest := b[i+len("<title>"):]
-	j := bytes.Index(bytes.ToLower(rest), []byte("</title>"))
+	start := i + len("<title>")
+	j := bytes.Index(lower[start:], []byte("</title>"))
 	if j < 0 {
 		return ""
 	}
-	return string(bytes.TrimSpace(rest[:j]))
+	return string(bytes.TrimSpace(b[start : start+j]))
+}
+
+// asciiLower lowercases ASCII letters only. bytes.ToLower would replace
+// invalid UTF-8 with longer runes and shift every offset.
+func asciiLower(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // clean makes s safe for a one-line error: valid UTF-8, no control
