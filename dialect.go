@@ -48,11 +48,3 @@ func (d Dialect) maxKeyLen() int {
 // usesAPIKeyHeader reports whether the dialect authenticates with X-API-Key
 // instead of a bearer token.
 func (d Dialect) usesAPIKeyHeader() bool { return d == DialectRealm }
-
-// webhookSignatureHeader is the header the dialect signs webhooks in.
-func (d Dialect) webhookSignatureHeader() string {
-	if d == DialectClipia {
-		return "X-Clipia-Signature"
-	}
-	return "X-Signature"
-}
