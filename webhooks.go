@@ -266,9 +266,10 @@ type xSignature struct {
 }
 
 // parseXSignature parses "t=<digits>,v1=<64 hex>[,v1=...][,<scheme>=<value>]".
-// Exactly one t; at least one element; unknown schemes are ignored but must
-// still look like "<lower-case token>=<non-empty value>". Spaces and tabs
-// around an element are allowed (HTTP list syntax), nowhere else.
+// Exactly one t; unknown schemes are ignored but must still look like
+// "<lower-case token>=<visible ASCII>" (a base64 value may hold '=').
+// Spaces and tabs around an element are allowed (HTTP list syntax),
+// nowhere else.
 func parseXSignature(name, v string) (xSignature, error) {
 	var x xSignature
 	bad := func(why string) (xSignature, error) {
@@ -288,8 +289,6 @@ func parseXSignature(name, v string) (xSignature, error) {
 			return bad("element is not key=value")
 		case !isSchemeToken(k):
 			return bad("invalid key")
-		case strings.ContainsAny(val, " \t="):
-			return bad("invalid value")
 		}
 		switch k {
 		case "t":
@@ -325,14 +324,15 @@ func parseXSignature(name, v string) (xSignature, error) {
 	return x, nil
 }
 
-// isSchemeToken reports whether s is 1-16 lower-case letters and digits.
+// isSchemeToken reports whether s is 1 to 32 lower-case letters, digits,
+// '_' and '-'.
 func isSchemeToken(s string) bool {
-	if len(s) == 0 || len(s) > 16 {
+	if len(s) == 0 || len(s) > 32 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
 			return false
 		}
 	}
@@ -580,7 +580,7 @@ func eventIDOf(body []byte) string {
 //
 // fn runs before the answer: senders retry what is not answered within
 // seconds (10 for the Generation API), so keep it short and hand long work
-// to a queue. The event's Raw aliases the request's body. A store error
+// to a queue. A store error
 // answers 500. With no usable secret every delivery answers 500.
 func WebhookHandler(secrets []string, fn func(ctx context.Context, e *Event) error, opts ...WebhookOption) http.Handler {
 	cfg := newWebhookConfig(opts)
