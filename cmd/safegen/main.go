@@ -61,6 +61,7 @@ func commands() map[string]command {
 		{name: "estimate", summary: "price a parameter set (never charges)", run: runEstimate},
 		{name: "account", summary: "show the credits left", run: runAccount},
 		{name: "resume", summary: "finish the pending intents of a journal, same keys, same bytes", run: runResume},
+		{name: "webhook", summary: "webhook tools: verify a delivery's signature", run: runWebhook},
 		{name: "demo-worker", summary: "internal: the worker process of demo --crash", run: runDemoWorker, hidden: true},
 	}
 	m := make(map[string]command, len(list))

@@ -267,3 +267,33 @@ func TestFakeServer(t *testing.T) {
 	assert.Equal(t, exitLocal, code)
 	assert.Contains(t, errOut, "safegentest")
 }
+
+func TestWebhookVerify(t *testing.T) {
+	secret := "whsec_" + "c2FmZWdlbi10ZXN0LXNlY3JldC1rZXktMzItYnl0ZXM="
+	body := []byte(`{"id":"evt_1","type":"generation.succeeded","request_id":"req_1","created_at":"2026-11-26T00:00:00Z","data":{"id":"gen_1","status":"succeeded"}}`)
+	h := safegen.SignPayload(secret, body, time.Now())
+	var args []string
+	for name, vs := range h {
+		for _, v := range vs {
+			args = append(args, "--header", name+": "+v)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "body.json")
+	require.NoError(t, os.WriteFile(file, body, 0o600))
+
+	code, out, errOut := runCmd(t, nil, append([]string{"webhook", "verify", "--secret", secret, "--body-file", file}, args...)...)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "valid: evt_1 generation.succeeded generation=gen_1 status=succeeded")
+
+	tampered := filepath.Join(t.TempDir(), "tampered.json")
+	require.NoError(t, os.WriteFile(tampered, []byte(strings.Replace(string(body), "gen_1", "gen_2", 1)), 0o600))
+	code, out, errOut = runCmd(t, nil, append([]string{"webhook", "verify", "--secret", secret, "--body-file", tampered, "--json"}, args...)...)
+	assert.Equal(t, exitAPI, code)
+	assert.Contains(t, out, `"valid": false`)
+	assert.NotContains(t, errOut+out, secret)
+
+	code, _, _ = runCmd(t, nil, "webhook", "verify", "--body-file", file)
+	assert.Equal(t, exitUsage, code, "no secret")
+	code, _, _ = runCmd(t, nil, "webhook", "frob")
+	assert.Equal(t, exitUsage, code)
+}
