@@ -22,6 +22,10 @@
 //     recorded durably before it is sent. After a crash, Client.Resume
 //     finishes the pending calls with the same key and bytes, and a caller
 //     that re-runs its own loop with WithIntentID gets the same keys back.
+//   - Webhooks: WebhookHandler verifies both signature forms (X-Signature and
+//     Standard Webhooks) in constant time and runs your function once per
+//     event however often it is delivered; ParseEvent and VerifyWebhook for
+//     your own server, SignPayload for your tests.
 //
 // A create, retried safely:
 //
