@@ -117,6 +117,16 @@ func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err er
 	if err == nil && st.decided == st.attempts && st.attempts > 0 {
 		return st.decision, st.decisionErr
 	}
+	if resp != nil {
+		// A panic in the caller's attempt hook must not leak the response
+		// (and with it a connection and two goroutines).
+		defer func() {
+			if r := recover(); r != nil {
+				resp.Body.Close()
+				panic(r)
+			}
+		}()
+	}
 	retry, derr := st.decide(ctx, resp, err)
 	st.decided, st.decision, st.decisionErr = st.attempts, retry, derr
 	return retry, derr
