@@ -44,6 +44,8 @@ func (j *Journal) background() {
 // The journal calls it every lease/3 by itself; it is exported for tests and
 // for callers that want to renew at a moment of their choosing.
 func (j *Journal) Renew(ctx context.Context) (int64, error) {
+	j.claimMu.Lock()
+	defer j.claimMu.Unlock()
 	tag, err := j.pool.Exec(ctx, `UPDATE safegen_intents SET lease_until = now() + $3 * interval '1 microsecond'
 		WHERE namespace = $1 AND owner = $2 AND done_at IS NULL`,
 		j.cfg.namespace, j.cfg.owner, j.leaseMicros())

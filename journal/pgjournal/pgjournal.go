@@ -34,6 +34,11 @@ type Journal struct {
 
 	mu        sync.Mutex
 	lastPrune time.Time
+
+	// claimMu keeps this journal's own renewals and claims apart: a claim
+	// skips locked rows, and it must not skip the rows its own renewer
+	// holds for an instant.
+	claimMu sync.Mutex
 }
 
 var _ safegen.KeyJournal = (*Journal)(nil)
@@ -201,6 +206,8 @@ func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	if j.closed() {
 		return nil, journal.ErrClosed
 	}
+	j.claimMu.Lock()
+	defer j.claimMu.Unlock()
 	rows, err := j.pool.Query(ctx, `WITH claimable AS (
 			SELECT namespace, intent_id FROM safegen_intents
 			WHERE namespace = $1 AND done_at IS NULL
