@@ -152,14 +152,14 @@ func TestLeaseTakeover(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
 	ns := pgjournal.WithNamespace(freshNamespace(t))
-	lease := pgjournal.WithLease(300 * time.Millisecond)
+	lease := pgjournal.WithLease(600 * time.Millisecond)
 	a := open(t, pool, ns, lease, pgjournal.WithOwner("worker-a"))
 	b := open(t, pool, ns, lease, pgjournal.WithOwner("worker-b"))
 	c := open(t, pool, ns, lease, pgjournal.WithOwner("worker-c"))
 	begin(t, a, intent(1), intent(2), intent(3))
 
-	// Three leases long, a's renewer keeps them.
-	deadline := time.Now().Add(900 * time.Millisecond)
+	// Two leases long, a's renewer keeps them.
+	deadline := time.Now().Add(1200 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		p, err := b.Pending(ctx)
 		require.NoError(t, err)
@@ -180,7 +180,7 @@ func TestLeaseTakeover(t *testing.T) {
 	}, 3*time.Second, 20*time.Millisecond)
 	require.Equal(t, []string{"job-1", "job-2", "job-3"}, ids(p))
 	// b now holds them (and renews them): c gets nothing.
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	p, err = c.Pending(ctx)
 	require.NoError(t, err)
 	require.Empty(t, p)
