@@ -13,13 +13,23 @@
 set -euo pipefail
 
 PGCI_USER="${PGCI_USER:-pgci}"
-PGCI_PORT="${PGCI_PORT:-55432}"
+PGCI_PORT="${PGCI_PORT:-}"
 PGCI_DB="${PGCI_DB:-safegen}"
 
-bindir=""
-for d in /usr/lib/postgresql/15/bin /usr/local/bin /usr/bin; do
-  if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then bindir=$d; break; fi
-done
+find_bindir() {
+  bindir=""
+  for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin /usr/local/bin /usr/bin; do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then bindir=$d; return; fi
+  done
+}
+find_bindir
+# These machines ship PostgreSQL 15; on one without it, install it.
+if [ -z "$bindir" ] && [ "${1:-}" = start ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "postgres.sh: installing PostgreSQL from Debian's packages" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  find_bindir
+fi
 if [ -z "$bindir" ]; then
   echo "postgres.sh: no initdb/pg_ctl found" >&2; exit 1
 fi
@@ -55,6 +65,17 @@ start)
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then chown "$PGCI_USER" "$dir"; fi
   chmod 700 "$dir"
+  if [ -z "$PGCI_PORT" ]; then
+    # The first free port from 55432 up. A port is busy while any socket
+    # uses it, TIME-WAIT included (postgres could not bind it then).
+    for p in $(seq 55432 55532); do
+      if command -v ss >/dev/null; then
+        [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ] && { PGCI_PORT=$p; break; }
+      elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        PGCI_PORT=$p; break
+      fi
+    done
+  fi
   as "$bindir/initdb" -D "$dir/data" -U "$user" --auth=trust --encoding=UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   as "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
