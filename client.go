@@ -401,22 +401,32 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := st.c.pacer.wait(req.Context()); err != nil {
 		return nil, err
 	}
-	r := req
-	if st.attempts > 1 {
-		r = req.Clone(req.Context())
-		r.Header.Set(AttemptHeader, strconv.Itoa(st.attempts))
-	}
 	if st.s.attemptTO <= 0 {
-		return t.base.RoundTrip(r)
+		return t.base.RoundTrip(numbered(req, req.Context(), st.attempts))
 	}
-	actx, cancel := context.WithTimeout(r.Context(), st.s.attemptTO)
-	resp, err := t.base.RoundTrip(r.WithContext(actx))
+	ctx, cancel := context.WithTimeout(req.Context(), st.s.attemptTO)
+	r := numbered(req, ctx, st.attempts)
+	resp, err := t.base.RoundTrip(r)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// numbered returns req for attempt n on ctx: the first attempt's headers
+// already say 1; a retry gets its own copy of them.
+func numbered(req *http.Request, ctx context.Context, n int) *http.Request {
+	if n == 1 {
+		if ctx == req.Context() {
+			return req
+		}
+		return req.WithContext(ctx)
+	}
+	r := req.Clone(ctx)
+	r.Header.Set(AttemptHeader, strconv.Itoa(n))
+	return r
 }
 
 // cancelBody ends the attempt's context when its body is closed.

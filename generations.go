@@ -226,8 +226,14 @@ func (c *Client) Account(ctx context.Context, opts ...RequestOption) (*Account, 
 
 func decodeGeneration(resp *response) (*Generation, error) {
 	g := &Generation{}
-	if err := decodeBody(resp, g); err != nil {
-		return nil, err
+	// Decode without Generation.UnmarshalJSON (which would scan the body
+	// twice); fall back to it only for an unreadable created_at.
+	type plain Generation
+	if err := json.Unmarshal(resp.body, (*plain)(g)); err != nil || len(resp.body) == 0 {
+		*g = Generation{}
+		if err := decodeBody(resp, g); err != nil {
+			return nil, err
+		}
 	}
 	if g.ID == "" {
 		return nil, fmt.Errorf("%w: %s: generation without an id (request_id=%s, key=%s)",

@@ -134,7 +134,7 @@ func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err er
 
 func (st *callState) decide(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	info := AttemptInfo{Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempt: st.attempts, Err: err}
-	defer func() { st.report(info) }()
+	defer st.report(&info)
 	if cerr := ctx.Err(); cerr != nil {
 		info.Cause, info.Reason = "canceled", "context done"
 		st.lastErr = cerr
@@ -216,12 +216,12 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 	return true, nil
 }
 
-func (st *callState) report(info AttemptInfo) {
+func (st *callState) report(info *AttemptInfo) {
 	if st.s.attemptHook != nil {
-		st.s.attemptHook(info)
+		st.s.attemptHook(*info)
 	}
 	l := st.s.logger
-	if !l.Enabled(st.ctx, levelFor(info)) {
+	if !l.Enabled(st.ctx, levelFor(*info)) {
 		return
 	}
 	attrs := []any{"method", info.Method, "path", info.Path, "attempt", info.Attempt, "cause", info.Cause, "reason", info.Reason}
@@ -242,7 +242,7 @@ func (st *callState) report(info AttemptInfo) {
 		l.Debug("safegen: retrying", attrs...)
 		return
 	}
-	l.Log(st.ctx, levelFor(info), "safegen: attempt done", attrs...)
+	l.Log(st.ctx, levelFor(*info), "safegen: attempt done", attrs...)
 }
 
 // zeroBackoff is retryablehttp's Backoff: the wait CheckRetry chose runs in
