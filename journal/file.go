@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -351,28 +350,14 @@ func (j *File) Pending(ctx context.Context) ([]safegen.Intent, error) {
 		j.mu.Unlock()
 		return nil, err
 	}
-	type pending struct {
-		in    safegen.Intent
-		order uint64
-	}
-	var ps []pending
+	var ps []ordered
 	for _, e := range j.byID {
 		if e.in.Outcome == nil {
-			ps = append(ps, pending{e.in, e.order}) // Body is never changed in place
+			ps = append(ps, ordered{e.in, e.order}) // Body is never changed in place
 		}
 	}
 	j.mu.Unlock()
-	slices.SortFunc(ps, func(a, b pending) int {
-		if c := a.in.CreatedAt.Compare(b.in.CreatedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.order, b.order)
-	})
-	out := make([]safegen.Intent, len(ps))
-	for i, p := range ps {
-		out[i] = cloneIntent(p.in)
-	}
-	return out, nil
+	return sortedCopies(ps), nil
 }
 
 // Close writes and syncs the Completes still in memory, closes the file and

@@ -88,18 +88,26 @@ func (m *Memory) Pending(ctx context.Context) ([]safegen.Intent, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	type pending struct {
-		in    safegen.Intent
-		order uint64
-	}
-	var ps []pending
+	var ps []ordered
 	for _, e := range m.byID {
 		if e.in.Outcome == nil {
-			ps = append(ps, pending{e.in, e.order}) // Body is never changed in place
+			ps = append(ps, ordered{e.in, e.order}) // Body is never changed in place
 		}
 	}
 	m.mu.Unlock()
-	slices.SortFunc(ps, func(a, b pending) int {
+	return sortedCopies(ps), nil
+}
+
+// ordered is an intent with the order of its Begin.
+type ordered struct {
+	in    safegen.Intent
+	order uint64
+}
+
+// sortedCopies returns deep copies of the intents, oldest first: by
+// CreatedAt, then by order of Begin.
+func sortedCopies(ps []ordered) []safegen.Intent {
+	slices.SortFunc(ps, func(a, b ordered) int {
 		if c := a.in.CreatedAt.Compare(b.in.CreatedAt); c != 0 {
 			return c
 		}
@@ -109,7 +117,7 @@ func (m *Memory) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	for i, p := range ps {
 		out[i] = cloneIntent(p.in)
 	}
-	return out, nil
+	return out
 }
 
 // normalize returns a deep copy of in with its times stripped of monotonic

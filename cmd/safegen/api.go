@@ -64,6 +64,32 @@ func (a *apiFlags) client(e *env, extra ...safegen.Option) (*safegen.Client, err
 	return c, nil
 }
 
+// do builds the client, runs fn under the command's timeout, and turns its
+// error into the exit code.
+func (a *apiFlags) do(ctx context.Context, e *env, extra []safegen.Option, fn func(context.Context, *safegen.Client) (int, error)) int {
+	c, err := a.client(e, extra...)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	code, err := fn(ctx, c)
+	if err != nil {
+		return fail(e, a.json, err)
+	}
+	return code
+}
+
+// printCredits prints a credit figure as JSON or as a line of text.
+func printCredits(e *env, jsonOut bool, credits float64, what string) {
+	if jsonOut {
+		printJSON(e, map[string]any{"credits": credits})
+		return
+	}
+	fmt.Fprintf(e.stdout, "%g %s\n", credits, what)
+}
+
 // usageErr is a mistake in the command line.
 type usageErr struct{ msg string }
 
@@ -231,13 +257,6 @@ func runGenerate(ctx context.Context, e *env, args []string) int {
 		defer j.Close()
 		extra = append(extra, safegen.WithJournal(j))
 	}
-	c, err := a.client(e, extra...)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
 	var callOpts []safegen.RequestOption
 	if key != "" {
 		callOpts = append(callOpts, safegen.WithIdempotencyKey(key))
@@ -245,23 +264,23 @@ func runGenerate(ctx context.Context, e *env, args []string) int {
 	if intent != "" {
 		callOpts = append(callOpts, safegen.WithIntentID(intent))
 	}
-	g, err := c.Generations.Create(ctx, &p, callOpts...)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	if !wait {
+	return a.do(ctx, e, extra, func(ctx context.Context, c *safegen.Client) (int, error) {
+		g, err := c.Generations.Create(ctx, &p, callOpts...)
+		if err != nil {
+			return 0, err
+		}
+		if wait {
+			meta := g.Meta
+			done, err := c.Generations.Wait(ctx, g.ID)
+			if err != nil {
+				printGeneration(e, a.json, g)
+				return 0, err
+			}
+			done.Meta, g = meta, done
+		}
 		printGeneration(e, a.json, g)
-		return exitOK
-	}
-	meta := g.Meta
-	done2, err := c.Generations.Wait(ctx, g.ID)
-	if err != nil {
-		printGeneration(e, a.json, g)
-		return fail(e, a.json, err)
-	}
-	done2.Meta = meta
-	printGeneration(e, a.json, done2)
-	return genExit(done2)
+		return genExit(g), nil
+	})
 }
 
 func runGet(ctx context.Context, e *env, args []string) int { return getOrWait(ctx, e, args, false) }
@@ -283,27 +302,21 @@ func getOrWait(ctx context.Context, e *env, args []string, wait bool) int {
 	if len(pos) != 1 {
 		return fail(e, a.json, usageError(name+" takes one generation id"))
 	}
-	c, err := a.client(e)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	var g *safegen.Generation
-	if wait {
-		g, err = c.Generations.Wait(ctx, pos[0])
-	} else {
-		g, err = c.Generations.Get(ctx, pos[0])
-	}
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	printGeneration(e, a.json, g)
-	if wait {
-		return genExit(g)
-	}
-	return exitOK
+	return a.do(ctx, e, nil, func(ctx context.Context, c *safegen.Client) (int, error) {
+		get := c.Generations.Get
+		if wait {
+			get = c.Generations.Wait
+		}
+		g, err := get(ctx, pos[0])
+		if err != nil {
+			return 0, err
+		}
+		printGeneration(e, a.json, g)
+		if wait {
+			return genExit(g), nil
+		}
+		return exitOK, nil
+	})
 }
 
 func runEstimate(ctx context.Context, e *env, args []string) int {
@@ -321,23 +334,14 @@ func runEstimate(ctx context.Context, e *env, args []string) int {
 	if len(pos) > 0 || p.Model == "" || p.Prompt == "" {
 		return fail(e, a.json, usageError("estimate needs --model and --prompt and no positional arguments"))
 	}
-	c, err := a.client(e)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	est, err := c.Generations.Estimate(ctx, &p)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	if a.json {
-		printJSON(e, map[string]any{"credits": est.Credits})
-	} else {
-		fmt.Fprintf(e.stdout, "%g credits\n", est.Credits)
-	}
-	return exitOK
+	return a.do(ctx, e, nil, func(ctx context.Context, c *safegen.Client) (int, error) {
+		est, err := c.Generations.Estimate(ctx, &p)
+		if err != nil {
+			return 0, err
+		}
+		printCredits(e, a.json, est.Credits, "credits")
+		return exitOK, nil
+	})
 }
 
 func runAccount(ctx context.Context, e *env, args []string) int {
@@ -351,23 +355,14 @@ func runAccount(ctx context.Context, e *env, args []string) int {
 	if len(pos) > 0 {
 		return fail(e, a.json, usageError("account takes no positional arguments"))
 	}
-	c, err := a.client(e)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	acct, err := c.Account(ctx)
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	if a.json {
-		printJSON(e, map[string]any{"credits": acct.Credits})
-	} else {
-		fmt.Fprintf(e.stdout, "%g credits left\n", acct.Credits)
-	}
-	return exitOK
+	return a.do(ctx, e, nil, func(ctx context.Context, c *safegen.Client) (int, error) {
+		acct, err := c.Account(ctx)
+		if err != nil {
+			return 0, err
+		}
+		printCredits(e, a.json, acct.Credits, "credits left")
+		return exitOK, nil
+	})
 }
 
 func runResume(ctx context.Context, e *env, args []string) int {
@@ -391,24 +386,19 @@ func runResume(ctx context.Context, e *env, args []string) int {
 	if r := j.Recovery(); r.TruncatedBytes > 0 || r.SkippedRecords > 0 {
 		fmt.Fprintf(e.stderr, "safegen: journal repaired on open: %s\n", oneLine(r.Reason))
 	}
-	c, err := a.client(e, safegen.WithJournal(j))
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	rep, err := c.Resume(ctx)
-	if rep != nil {
-		printResume(e, a.json, rep)
-	}
-	if err != nil {
-		return fail(e, a.json, err)
-	}
-	if len(rep.Failed) > 0 {
-		return exitAPI
-	}
-	return exitOK
+	return a.do(ctx, e, []safegen.Option{safegen.WithJournal(j)}, func(ctx context.Context, c *safegen.Client) (int, error) {
+		rep, err := c.Resume(ctx)
+		if rep != nil {
+			printResume(e, a.json, rep)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if len(rep.Failed) > 0 {
+			return exitAPI, nil
+		}
+		return exitOK, nil
+	})
 }
 
 func printResume(e *env, jsonOut bool, rep *safegen.ResumeReport) {
