@@ -1,17 +1,13 @@
 package journal_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	safegen "github.com/safegen/safegen-go"
 	"github.com/safegen/safegen-go/journal"
+	"github.com/safegen/safegen-go/journal/journaltest"
 )
 
 // benchBody makes a Begin record of about 300 bytes, like BenchmarkRawFsync's.
@@ -48,32 +44,7 @@ func BenchmarkBegin(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer j.Close()
-			ctx := context.Background()
-			created := time.Now()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						id := fmt.Sprintf("intent-%d", i)
-						in := safegen.Intent{ID: id, Key: id, Method: "POST", Path: "/v1/generations", Body: benchBody, CreatedAt: created}
-						if _, err := j.Begin(ctx, in); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.StopTimer()
+			journaltest.BenchBegin(b, j, callers, benchBody)
 		})
 	}
 }

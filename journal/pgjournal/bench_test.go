@@ -1,16 +1,13 @@
 package pgjournal_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	safegen "github.com/safegen/safegen-go"
 	"github.com/safegen/safegen-go/journal"
+	"github.com/safegen/safegen-go/journal/journaltest"
 )
 
 // benchBody is a Begin of about 300 bytes, like package journal's benchmarks.
@@ -36,36 +33,8 @@ func BenchmarkBegin(b *testing.B) {
 					b.Cleanup(func() { _ = f.Close() })
 					j = f
 				}
-				benchBegin(b, j, callers)
+				journaltest.BenchBegin(b, j, callers, benchBody)
 			})
 		}
 	}
-}
-
-func benchBegin(b *testing.B, j safegen.KeyJournal, callers int) {
-	ctx := context.Background()
-	created := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := next.Add(1)
-				if n > int64(b.N) {
-					return
-				}
-				key := fmt.Sprintf("key-%d", n)
-				in := safegen.Intent{ID: key, Key: key, Method: "POST", Path: "/v1/generations", Body: benchBody, CreatedAt: created}
-				if _, err := j.Begin(ctx, in); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
 }
