@@ -93,6 +93,9 @@ type phase struct {
 	toxics []toxic
 }
 
+// phases are the rotation. toxiproxy draws a toxic's toxicity once per
+// connection, not per request: a kept-alive connection that drew the toxic
+// carries it for every request it serves until the toxic kills it.
 func phases() []phase {
 	tx := func(typ, stream string, toxicity float32, attrs map[string]any) toxic {
 		return toxic{Name: typ + "_" + stream, Type: typ, Stream: stream, Toxicity: toxicity, Attributes: attrs}
@@ -111,23 +114,23 @@ func phases() []phase {
 			tx("slicer", "downstream", 1, map[string]any{"average_size": 8, "size_variation": 4, "delay": 50}),
 			tx("slicer", "upstream", 1, map[string]any{"average_size": 8, "size_variation": 4, "delay": 50}),
 		}},
-		{name: "reset_peer upstream 10%", toxics: []toxic{
-			tx("reset_peer", "upstream", 0.1, map[string]any{"timeout": 0}),
+		{name: "reset_peer upstream 20%", toxics: []toxic{
+			tx("reset_peer", "upstream", 0.2, map[string]any{"timeout": 0}),
 		}},
-		{name: "reset_peer downstream 10%", toxics: []toxic{
-			tx("reset_peer", "downstream", 0.1, map[string]any{"timeout": 0}),
+		{name: "reset_peer downstream 20%", toxics: []toxic{
+			tx("reset_peer", "downstream", 0.2, map[string]any{"timeout": 0}),
 		}},
-		{name: "timeout (black hole) upstream 5%", toxics: []toxic{
-			tx("timeout", "upstream", 0.05, map[string]any{"timeout": 0}),
+		{name: "timeout (black hole) upstream 10%", toxics: []toxic{
+			tx("timeout", "upstream", 0.1, map[string]any{"timeout": 0}),
 		}},
-		{name: "timeout (black hole) downstream 5%", toxics: []toxic{
-			tx("timeout", "downstream", 0.05, map[string]any{"timeout": 0}),
+		{name: "timeout (black hole) downstream 10%", toxics: []toxic{
+			tx("timeout", "downstream", 0.1, map[string]any{"timeout": 0}),
 		}},
-		{name: fmt.Sprintf("limit_data downstream %d B 20%%", cutBytes), toxics: []toxic{
-			tx("limit_data", "downstream", 0.2, map[string]any{"bytes": cutBytes}),
+		{name: fmt.Sprintf("limit_data downstream %d B 30%%", cutBytes), toxics: []toxic{
+			tx("limit_data", "downstream", 0.3, map[string]any{"bytes": cutBytes}),
 		}},
-		{name: fmt.Sprintf("limit_data upstream %d B 20%%", cutBytes), toxics: []toxic{
-			tx("limit_data", "upstream", 0.2, map[string]any{"bytes": cutBytes}),
+		{name: fmt.Sprintf("limit_data upstream %d B 30%%", cutBytes), toxics: []toxic{
+			tx("limit_data", "upstream", 0.3, map[string]any{"bytes": cutBytes}),
 		}},
 	}
 }
@@ -267,6 +270,7 @@ func TestChaosMix(t *testing.T) {
 		name             string
 		calls, attempts  int
 		serverRequests   int
+		replays          int
 		p50, p99, maxLat time.Duration
 		reruns           int
 		causes, errTypes map[string]int
@@ -284,8 +288,8 @@ func TestChaosMix(t *testing.T) {
 		sort.Slice(tl.latencies, func(i, j int) bool { return tl.latencies[i] < tl.latencies[j] })
 		rows = append(rows, row{
 			name: p.name, calls: len(tl.latencies), attempts: tl.attempts,
-			serverRequests: len(env.srv.Requests()) - reqsBefore,
-			p50:            percentile(tl.latencies, 0.50), p99: percentile(tl.latencies, 0.99),
+			serverRequests: len(env.srv.Requests()) - reqsBefore, replays: replays(env.srv.Requests()[reqsBefore:]),
+			p50: percentile(tl.latencies, 0.50), p99: percentile(tl.latencies, 0.99),
 			maxLat: tl.latencies[len(tl.latencies)-1],
 			reruns: tl.reruns, causes: tl.causes, errTypes: tl.errTypes,
 			lost: len(tl.lost), charges: env.srv.Ledger().Total() - chargesBefore,
@@ -303,16 +307,17 @@ func TestChaosMix(t *testing.T) {
 
 	// The report first, so a failing run still shows what it saw.
 	var b strings.Builder
-	fmt.Fprintf(&b, "| toxic | calls | client attempts | server requests | failed attempts by cause | errors returned (re-run with the same key) | p50 | p99 | max | charges | lost |\n")
-	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
-	var sumAttempts, sumRequests, sumReruns int
+	fmt.Fprintf(&b, "| toxic | calls | client attempts | server requests | replays | failed attempts by cause | errors returned (re-run with the same key) | p50 | p99 | max | charges | lost |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
+	var sumAttempts, sumRequests, sumReplays, sumReruns int
 	sumCauses, sumErrs := map[string]int{}, map[string]int{}
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s | %s | %d | %d |\n",
-			r.name, r.calls, r.attempts, r.serverRequests, counts(r.causes), counts(r.errTypes),
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %d | %d |\n",
+			r.name, r.calls, r.attempts, r.serverRequests, r.replays, counts(r.causes), counts(r.errTypes),
 			ms(r.p50), ms(r.p99), ms(r.maxLat), r.charges, r.lost)
 		sumAttempts += r.attempts
 		sumRequests += r.serverRequests
+		sumReplays += r.replays
 		sumReruns += r.reruns
 		for k, v := range r.causes {
 			sumCauses[k] += v
@@ -323,7 +328,7 @@ func TestChaosMix(t *testing.T) {
 	}
 	led := env.srv.Ledger()
 	fmt.Fprintf(&b, "\n- logical calls (creates): %d, %d in flight, %s wall time\n", total, workers, wall.Round(time.Millisecond))
-	fmt.Fprintf(&b, "- client attempts: %d; requests the server saw: %d\n", sumAttempts, sumRequests)
+	fmt.Fprintf(&b, "- client attempts: %d; requests the server saw: %d, %d of them answered as replays (same key, not billed)\n", sumAttempts, sumRequests, sumReplays)
 	fmt.Fprintf(&b, "- failed attempts by cause: %s\n", counts(sumCauses))
 	fmt.Fprintf(&b, "- errors returned by Create, each re-run with the same key: %d (%s)\n", sumReruns, counts(sumErrs))
 	fmt.Fprintf(&b, "- untyped errors: %d\n", len(untyped))
@@ -342,6 +347,16 @@ func TestChaosMix(t *testing.T) {
 	for id, key := range allIDs {
 		assert.Equal(t, 1, byKey[key], "charges for key %s (generation %s)", key, id)
 	}
+}
+
+func replays(reqs []safegentest.RecordedRequest) int {
+	n := 0
+	for _, r := range reqs {
+		if r.Replayed {
+			n++
+		}
+	}
+	return n
 }
 
 func counts(m map[string]int) string {
