@@ -251,6 +251,7 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	req.SetResponseHandler(readBody)
 
 	hresp, derr := st.initRetryClient().Do(req)
+	st.flushPending() // a no-op unless retryablehttp skipped its second CheckRetry
 	if hresp != nil {
 		hresp.Body.Close()
 	}

@@ -70,6 +70,10 @@ type callState struct {
 	decided     int
 	decision    bool
 	decisionErr error
+	// pending is a final decision not yet reported: it stands only once the
+	// response handler has read the body (see checkRetry).
+	pending    AttemptInfo
+	hasPending bool
 
 	status     int
 	header     http.Header
@@ -115,6 +119,8 @@ func readBody(resp *http.Response) error { return stateOf(resp.Request.Context()
 // checkRetry is the only place a retry is decided.
 func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if err == nil && st.decided == st.attempts && st.attempts > 0 {
+		// The second call: the body was read, so the decision stands.
+		st.flushPending()
 		return st.decision, st.decisionErr
 	}
 	if resp != nil {
@@ -134,7 +140,17 @@ func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err er
 
 func (st *callState) decide(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	info := AttemptInfo{Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempt: st.attempts, Err: err}
-	defer st.report(&info)
+	defer func() {
+		if err == nil && !info.Retry {
+			// retryablehttp now runs the response handler, which reads the
+			// body; if that fails, CheckRetry is called again with the
+			// error and this attempt is reported as that failure instead.
+			st.pending, st.hasPending = info, true
+			return
+		}
+		st.hasPending = false
+		st.report(&info)
+	}()
 	if cerr := ctx.Err(); cerr != nil {
 		info.Cause, info.Reason = "canceled", "context done"
 		st.lastErr = cerr
@@ -214,6 +230,14 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 	st.wait = wait
 	info.Retry, info.Wait, info.Reason = true, wait, "retrying"
 	return true, nil
+}
+
+// flushPending reports the decision held back until the body was read.
+func (st *callState) flushPending() {
+	if st.hasPending {
+		st.hasPending = false
+		st.report(&st.pending)
+	}
 }
 
 func (st *callState) report(info *AttemptInfo) {

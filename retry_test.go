@@ -398,6 +398,34 @@ func TestAttemptHookAndLogs(t *testing.T) {
 	assert.Equal(t, infos[0].IdempotencyKey, infos[1].IdempotencyKey)
 }
 
+// TestAttemptHookBodyCut: an attempt whose 2xx body is cut mid-way is one
+// failed attempt. The hook must hear of it once, as the transport failure
+// that was retried, not first as "ok, done" and then again as a failure.
+func TestAttemptHookBodyCut(t *testing.T) {
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			w.Header().Set("Content-Length", "500")
+			w.WriteHeader(202)
+			_, _ = w.Write([]byte(`{"id":"gen_1","sta`))
+			return // net/http closes the connection: the body is short
+		}
+		writeJSON(w, 202, genBody)
+	})
+	var infos []AttemptInfo
+	c, _ := newTestClient(t, rec.URL, WithAttemptHook(func(i AttemptInfo) { infos = append(infos, i) }))
+	gen, err := c.Generations.Create(context.Background(), testParams)
+	require.NoError(t, err)
+	assert.Equal(t, 2, gen.Meta.Attempts)
+	require.Len(t, infos, 2, "one report per attempt: %+v", infos)
+	assert.Equal(t, 1, infos[0].Attempt)
+	assert.Equal(t, "transport", infos[0].Cause)
+	assert.True(t, infos[0].Retry)
+	assert.Error(t, infos[0].Err)
+	assert.Equal(t, 2, infos[1].Attempt)
+	assert.Equal(t, "ok", infos[1].Cause)
+	assert.False(t, infos[1].Retry)
+}
+
 func TestContextAlreadyCancelled(t *testing.T) {
 	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) { writeJSON(w, 202, genBody) })
 	c, _ := newTestClient(t, rec.URL)

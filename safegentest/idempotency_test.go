@@ -1,7 +1,10 @@
 package safegentest
 
 import (
+	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -387,4 +390,34 @@ func TestConcurrentSameKey(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, fresh)
+}
+
+// TestTruncatedBodyNotHandled: a request whose connection ends before its
+// Content-Length bytes arrived (a proxy cutting the stream, a client
+// crashing mid-send) is not a request. The server must not run it on the
+// partial body and store that answer under the key: the client's retry with
+// the full bytes would get 409 idempotency_key_reuse and the call would be
+// lost.
+func TestTruncatedBodyNotHandled(t *testing.T) {
+	srv := NewServer(t, WithRateLimit(0, 0))
+	const key = "cut-1"
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	head := "POST /v1/generations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + srv.APIKey +
+		"\r\nContent-Type: application/json\r\nIdempotency-Key: " + key +
+		"\r\nContent-Length: " + strconv.Itoa(len(bodyA)) + "\r\n\r\n"
+	_, err = io.WriteString(conn, head+bodyA[:len(bodyA)/2])
+	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got, _ := io.ReadAll(conn) // the server may answer or just close
+	assert.NotContains(t, string(got), "HTTP/1.1 2", "a cut request must not succeed")
+
+	r := create(t, client(t), srv, key, bodyA)
+	assert.Equal(t, http.StatusAccepted, r.Status, "the full request under the same key: %s", r.Body)
+	assert.Equal(t, 1, srv.Ledger().Total())
+	reqs := srv.Requests()
+	require.Len(t, reqs, 2)
+	assert.Equal(t, 0, reqs[0].Status, "the cut request got no answer")
 }

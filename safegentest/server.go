@@ -230,7 +230,7 @@ func (s *Server) Requests() []RecordedRequest {
 
 // ServeHTTP answers one request. It makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, tooLarge := readBody(r, s.cfg.maxBodyBytes)
+	body, tooLarge, readErr := readBody(r, s.cfg.maxBodyBytes)
 	apiKey := s.apiKeyFrom(r)
 	path := r.URL.Path
 	billable := r.Method == http.MethodPost && path == pathGenerations
@@ -242,6 +242,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		IdempotencyKey: r.Header.Get("Idempotency-Key"), APIKey: apiKey,
 		At: s.cfg.clock.Now(),
 	})
+	if readErr != nil {
+		// The connection ended before the body did: there is no request to
+		// run, and running the partial body would store its answer under
+		// the key. Recorded with status 0, like a reset.
+		s.mu.Unlock()
+		hijackClose(w, false)
+		return
+	}
 	fault := s.pickFault(r.Method, path, billable)
 	s.requests[idx].Fault = fault.Kind
 	s.mu.Unlock()
@@ -286,13 +294,14 @@ func (s *Server) finish(idx, status int, replayed bool) {
 }
 
 // readBody reads at most max+1 bytes and reports whether the body was larger
-// than max.
-func readBody(r *http.Request, max int64) ([]byte, bool) {
+// than max. A read error (the connection closed before Content-Length bytes
+// arrived) is returned: the bytes read are not the request.
+func readBody(r *http.Request, max int64) ([]byte, bool, error) {
 	if r.Body == nil {
-		return nil, false
+		return nil, false, nil
 	}
-	b, _ := io.ReadAll(io.LimitReader(r.Body, max+1))
-	return b, int64(len(b)) > max
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	return b, int64(len(b)) > max, err
 }
 
 // apiKeyFrom extracts the key the dialect's auth header carries.
