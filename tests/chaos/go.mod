@@ -1,6 +1,6 @@
 module github.com/safegen/safegen-go/tests/chaos
 
-go 1.24
+go 1.24.0
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
