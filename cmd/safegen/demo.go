@@ -134,7 +134,7 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 		err = crashLoop(ctx, e, &d, srv, jpath, res, prog)
 	} else {
 		w := workerConfig{url: srv.URL, apiKey: srv.APIKey, journal: jpath, size: d.size, concurrency: d.concurrency, dialect: d.dialect}
-		_, err = w.run(ctx, res.record)
+		_, err = w.run(ctx, func(i int, gen string) { res.record(i, gen) })
 	}
 	prog.stop()
 	if err != nil {
@@ -163,17 +163,21 @@ func newResults(n int) *results {
 	return &results{gens: make([]map[string]bool, n)}
 }
 
-func (r *results) record(i int, genID string) {
+// record notes that call i was answered with generation genID, and reports
+// whether call i was not done before.
+func (r *results) record(i int, genID string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if i < 0 || i >= len(r.gens) {
-		return
+		return false
 	}
-	if r.gens[i] == nil {
+	fresh := r.gens[i] == nil
+	if fresh {
 		r.gens[i] = map[string]bool{}
 		r.done.Add(1)
 	}
 	r.gens[i][genID] = true
+	return fresh
 }
 
 // workerConfig is one worker: open the journal, Resume what is pending,
@@ -327,6 +331,12 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 	rng := rand.New(rand.NewPCG(uint64(d.seed), 42))
 	for run := 1; ; run++ {
 		kill := run <= d.kills
+		// The worker dies after a random number of newly finished calls,
+		// at most half of those left, or after a random delay, whichever
+		// comes first: always while work is in flight.
+		remaining := d.size - int(res.done.Load())
+		threshold := 1 + rng.IntN(max(1, remaining/2))
+		delay := time.Duration(50+rng.IntN(350)) * time.Millisecond
 		cmd := exec.CommandContext(ctx, exe, "demo-worker", "--url", srv.URL, "--journal", jpath,
 			"--size", strconv.Itoa(d.size), "--concurrency", strconv.Itoa(d.concurrency), "--dialect", d.dialect)
 		cmd.Env = append(os.Environ(), workerEnv+"=1", "SAFEGEN_API_KEY="+srv.APIKey)
@@ -340,6 +350,15 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 		}
 		before := res.done.Load()
 		var resumed atomic.Int64
+		var killedAt atomic.Int64
+		var once sync.Once
+		killNow := func() {
+			once.Do(func() {
+				killedAt.Store(res.done.Load())
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+			})
+		}
+		fresh := 0
 		readDone := make(chan struct{})
 		go func() {
 			defer close(readDone)
@@ -348,8 +367,10 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 				f := strings.Fields(sc.Text())
 				switch {
 				case len(f) == 3 && f[0] == "done":
-					if i, err := strconv.Atoi(f[1]); err == nil {
-						res.record(i, f[2])
+					if i, err := strconv.Atoi(f[1]); err == nil && res.record(i, f[2]) {
+						if fresh++; kill && fresh >= threshold {
+							killNow()
+						}
 					}
 				case len(f) == 2 && f[0] == "resumed":
 					n, _ := strconv.Atoi(f[1])
@@ -358,13 +379,8 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 			}
 		}()
 		var timer *time.Timer
-		var killedAt atomic.Int64
 		if kill {
-			delay := time.Duration(50+rng.IntN(350)) * time.Millisecond
-			timer = time.AfterFunc(delay, func() {
-				killedAt.Store(res.done.Load())
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-			})
+			timer = time.AfterFunc(delay, killNow)
 		}
 		<-readDone
 		werr := cmd.Wait()
