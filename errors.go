@@ -177,7 +177,7 @@ func (e *APIError) isKeyReuse() bool {
 		if keyReuseCodes[code] {
 			return true
 		}
-		return code == "" && strings.Contains(strings.ToLower(e.Message+" "+e.Type), "idempotency")
+		return strings.Contains(strings.ToLower(e.Code+" "+e.Type+" "+e.Message), "idempotency")
 	}
 	return false
 }

@@ -73,6 +73,7 @@ func TestAPIErrorIsAcrossDialects(t *testing.T) {
 		{409, "Request_In_Progress", "", []error{ErrRequestInProgress}, []error{ErrIdempotencyKeyReuse}},
 		{422, "", "Idempotency-Key is already used with a different payload", []error{ErrIdempotencyKeyReuse}, []error{ErrInvalidRequest}},
 		{422, "idempotency_key_reuse", "", []error{ErrIdempotencyKeyReuse}, []error{ErrInvalidRequest}},
+		{422, "unprocessable_content", "Idempotency-Key reused with another request body", []error{ErrIdempotencyKeyReuse}, []error{ErrInvalidRequest}},
 		{422, "model_input_invalid", "bad duration", []error{ErrInvalidRequest}, []error{ErrIdempotencyKeyReuse}},
 		{429, "rate_limit_exceeded", "", []error{ErrRateLimited}, []error{ErrQuotaExceeded}},
 		{429, "quota_exceeded", "", []error{ErrRateLimited, ErrQuotaExceeded}, nil},
