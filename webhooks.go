@@ -168,6 +168,10 @@ func keysOf(secrets []string) (webhookKeys, error) {
 		k.std = append(k.std, key)
 		if !bytes.Equal(key, []byte(s)) {
 			k.raw = append(k.raw, []byte(s))
+		} else if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) >= 16 {
+			// A bare base64 secret: the Standard Webhooks libraries decode
+			// it as if it had the whsec_ prefix, so accept that key too.
+			k.std = append(k.std, b)
 		}
 	}
 	if len(k.std) == 0 {
@@ -188,9 +192,11 @@ func keysOf(secrets []string) (webhookKeys, error) {
 //     entries separated by spaces.
 //
 // A secret "whsec_<base64>" keys the HMAC with its decoded bytes; any other
-// secret with its raw bytes. For X-Signature the raw bytes of the full
-// "whsec_..." string are also accepted, for senders that key it that way
-// (as Stripe does). Pass several secrets while rotating yours.
+// secret with its raw bytes, and, when it is itself valid base64 of 16 bytes
+// or more, with its decoded bytes too (as the Standard Webhooks libraries
+// treat a secret without the prefix). For X-Signature the raw bytes of the
+// full "whsec_..." string are also accepted, for senders that key it that
+// way (as Stripe does). Pass several secrets while rotating yours.
 //
 // Every signature header present must be well formed (else
 // ErrWebhookMalformed), and at least one signature must match (else

@@ -159,8 +159,8 @@ func TestVerifyWebhookRejects(t *testing.T) {
 		{"std: only other versions", stdHdr("evt_1", whTS, "v1a,"+std), whBody, []string{whSecret}, nil, ErrWebhookSignature},
 		{"std keyed with the whole secret string is not accepted",
 			stdHdr("evt_1", whTS, "v1,"+b64Sig([]byte(whSecret), "evt_1", whTS, whBody)), whBody, []string{whSecret}, nil, ErrWebhookSignature},
-		{"unprefixed secret is not base64-decoded",
-			xsigHdr("t=" + whTS + ",v1=" + sig), whBody, []string{base64.StdEncoding.EncodeToString(whKey)}, nil, ErrWebhookSignature},
+		{"unprefixed base64 secret, signed with its raw bytes, wrong key",
+			xsigHdr("t=" + whTS + ",v1=" + hexSig([]byte("not the key"), whTS, whBody)), whBody, []string{base64.StdEncoding.EncodeToString(whKey)}, nil, ErrWebhookSignature},
 		{"too old", SignPayload(whSecret, whBody, whAt), whBody, []string{whSecret}, []WebhookOption{at(whAt.Add(5*time.Minute + time.Second))}, ErrWebhookTimestamp},
 		{"too new", SignPayload(whSecret, whBody, whAt), whBody, []string{whSecret}, []WebhookOption{at(whAt.Add(-5*time.Minute - time.Second))}, ErrWebhookTimestamp},
 		{"std too old", stdHdr("evt_1", whTS, "v1,"+std), whBody, []string{whSecret}, []WebhookOption{at(whAt.Add(time.Hour))}, ErrWebhookTimestamp},
@@ -762,4 +762,16 @@ func TestMemoryDedupStoreConcurrentClaims(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int32(1), claimed.Load())
+}
+
+// TestBareBase64Secret: a secret given without the whsec_ prefix also
+// verifies signatures keyed with its base64-decoded bytes, as the Standard
+// Webhooks libraries key them.
+func TestBareBase64Secret(t *testing.T) {
+	raw := []byte("0123456789abcdef0123456789abcdef")
+	bare := base64.StdEncoding.EncodeToString(raw)
+	body := []byte(`{"id":"evt_1","type":"generation.succeeded","data":{"id":"gen_1","status":"succeeded"}}`)
+	h := SignPayload("whsec_"+bare, body, time.Now()) // keyed with raw
+	require.NoError(t, VerifyWebhook(h, body, []string{bare}))
+	require.ErrorIs(t, VerifyWebhook(h, body, []string{"whsec_" + base64.StdEncoding.EncodeToString([]byte("another secret of 32 bytes......"))}), ErrWebhookSignature)
 }
