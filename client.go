@@ -257,7 +257,14 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	}
 	meta := ResponseMeta{StatusCode: st.status, IdempotencyKey: key, Attempts: st.attempts}
 	if derr != nil && !(errors.Is(derr, errStop) && st.status != 0) {
-		return nil, st.failure(derr)
+		ferr := st.failure(derr)
+		level := levelWarn
+		if ctx.Err() != nil {
+			level = levelDebug
+		}
+		s.logger.Log(ctx, level, "safegen: call failed", "method", r.method, "path", r.path,
+			"attempts", st.attempts, "idempotency_key", key, "error", ferr.Error())
+		return &response{meta: meta}, ferr
 	}
 	meta.RequestID = st.header.Get("X-Request-Id")
 	meta.Replayed = replayed(st.header)
@@ -274,11 +281,14 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		c.complete(ctx, s, key, out)
 	}
 	if apiErr != nil {
-		if !apiErr.retryable() || apiErr.stopped != nil || st.attempts > 1 {
-			s.logger.Log(ctx, levelFor(AttemptInfo{Cause: strconv.Itoa(st.status)}), "safegen: call failed",
-				"method", r.method, "path", r.path, "status", st.status, "code", apiErr.Code,
-				"attempts", st.attempts, "idempotency_key", key)
+		// Retries that ran out or were cut short are worth a warning; a
+		// definitive refusal is the caller's to handle.
+		level := levelDebug
+		if apiErr.retryable() || apiErr.stopped != nil {
+			level = levelWarn
 		}
+		s.logger.Log(ctx, level, "safegen: call failed", "method", r.method, "path", r.path, "status", st.status,
+			"code", apiErr.Code, "attempts", st.attempts, "idempotency_key", key)
 		return out, apiErr
 	}
 	return out, nil
