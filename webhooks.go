@@ -426,7 +426,7 @@ func (cfg *webhookConfig) checkStandard(h http.Header, body []byte, keys webhook
 		if version != "v1" {
 			continue // another scheme (such as v1a, asymmetric): not ours to check
 		}
-		sig, err := base64.StdEncoding.DecodeString(val)
+		sig, err := base64.StdEncoding.Strict().DecodeString(val) // one encoding per signature: no malleable padding bits
 		if err != nil || len(sig) != sha256.Size {
 			return bad(headerWebhookSig + ": v1 is not a base64 HMAC-SHA256")
 		}
