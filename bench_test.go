@@ -55,6 +55,22 @@ func BenchmarkCreate(b *testing.B) {
 		}
 	})
 
+	// The same without the per-attempt timeout (a context and a timer per
+	// attempt), to show what that safety net costs on the happy path.
+	b.Run("impl=safegen-noattempttimeout", func(b *testing.B) {
+		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL), safegen.WithAttemptTimeout(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
 	b.Run("impl=nethttp", func(b *testing.B) {
 		hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		defer hc.CloseIdleConnections()
@@ -142,4 +158,47 @@ func handCreate(ctx context.Context, hc *http.Client, base string) (*safegen.Gen
 		return nil, err
 	}
 	return &g, nil
+}
+
+// memTransport answers every request at once from memory, so
+// BenchmarkCreateCPU measures the client's own work without the network's
+// noise.
+type memTransport struct{}
+
+var memBody = []byte(`{"id":"gen_1","request_id":"req_1","status":"queued","model":"veo-3-1-fast","cost":12,"created_at":"2026-01-02T03:04:05Z"}`)
+
+func (memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusAccepted, Header: http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}},
+		Body: io.NopCloser(bytes.NewReader(memBody)), ContentLength: int64(len(memBody)), Request: r}, nil
+}
+
+// BenchmarkCreateCPU compares the client's own CPU work per create with the
+// hand-written call, both over an in-memory transport.
+func BenchmarkCreateCPU(b *testing.B) {
+	ctx := context.Background()
+	b.Run("impl=safegen", func(b *testing.B) {
+		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=nethttp", func(b *testing.B) {
+		hc := &http.Client{Transport: memTransport{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := handCreate(ctx, hc, "http://127.0.0.1:1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
