@@ -34,6 +34,23 @@ func benchServer(b *testing.B) *httptest.Server {
 
 var benchParams = &safegen.GenerationCreateParams{Model: "veo-3-1-fast", Prompt: "a red fox running through snow", DurationS: 4}
 
+// benchCreates runs creates through a Client made with opts until the
+// benchmark is done.
+func benchCreates(b *testing.B, opts ...safegen.Option) {
+	c, err := safegen.NewClient("sk_bench", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Generations.Create(ctx, benchParams); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkCreate compares one Generations.Create with (a) the same POST
 // done by hand with net/http and encoding/json, and (b) a default
 // go-retryablehttp client, against the same local server.
@@ -41,34 +58,12 @@ func BenchmarkCreate(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
 
-	b.Run("impl=safegen", func(b *testing.B) {
-		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	b.Run("impl=safegen", func(b *testing.B) { benchCreates(b, safegen.WithBaseURL(srv.URL)) })
 
 	// The same without the per-attempt timeout (a context and a timer per
 	// attempt), to show what that safety net costs on the happy path.
 	b.Run("impl=safegen-noattempttimeout", func(b *testing.B) {
-		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL), safegen.WithAttemptTimeout(0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
-				b.Fatal(err)
-			}
-		}
+		benchCreates(b, safegen.WithBaseURL(srv.URL), safegen.WithAttemptTimeout(0))
 	})
 
 	b.Run("impl=nethttp", func(b *testing.B) {
@@ -113,17 +108,7 @@ func BenchmarkCreate(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer j.Close()
-		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL), safegen.WithJournal(j))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
-				b.Fatal(err)
-			}
-		}
+		benchCreates(b, safegen.WithBaseURL(srv.URL), safegen.WithJournal(j))
 	})
 }
 
@@ -181,16 +166,7 @@ func (memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func BenchmarkCreateCPU(b *testing.B) {
 	ctx := context.Background()
 	b.Run("impl=safegen", func(b *testing.B) {
-		c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := c.Generations.Create(ctx, benchParams); err != nil {
-				b.Fatal(err)
-			}
-		}
+		benchCreates(b, safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}))
 	})
 	b.Run("impl=nethttp", func(b *testing.B) {
 		hc := &http.Client{Transport: memTransport{}}
