@@ -171,17 +171,12 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 	if j == nil {
 		return nil, errors.New("safegen: Resume needs a journal: pass WithJournal to NewClient")
 	}
-	for _, o := range opts {
-		probe := c.s
-		probe.perCall = true
-		if o != nil {
-			if err := o(&probe); err != nil {
-				return nil, err
-			}
-		}
-		if probe.idempotencyKey != "" || probe.intentID != "" {
-			return nil, errors.New("safegen: Resume takes no idempotency key or intent id")
-		}
+	s, err := c.callSettings(opts)
+	if err != nil {
+		return nil, err
+	}
+	if s.idempotencyKey != "" || s.intentID != "" {
+		return nil, errors.New("safegen: Resume takes no idempotency key or intent id")
 	}
 	pending, err := j.Pending(ctx)
 	if err != nil {
