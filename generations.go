@@ -75,6 +75,9 @@ type Generation struct {
 	Status    GenerationStatus `json:"status"`
 	Model     string           `json:"model,omitempty"`
 	Prompt    string           `json:"prompt,omitempty"`
+	// DurationS is the clip length in seconds the generation was made with
+	// (video models); 0 when the server sent none.
+	DurationS int `json:"duration_s,omitempty"`
 	// Cost is the price in credits.
 	Cost float64 `json:"cost"`
 	// CreatedAt is zero when the server sent none or an unreadable one.
@@ -87,9 +90,21 @@ type Generation struct {
 	Meta ResponseMeta `json:"-"`
 }
 
-// GenerationOutput is where a succeeded generation's result lives.
+// GenerationOutput is where a succeeded generation's result lives: a signed
+// link valid until ExpiresAt, and what the bytes behind it must be.
 type GenerationOutput struct {
+	// URL is a signed link; past ExpiresAt it answers 403 url_expired and
+	// a fresh Get of the generation returns a new one for the same bytes.
 	URL string `json:"url"`
+	// Size is the output's length in bytes; 0 when the server sent none.
+	Size int64 `json:"size,omitempty"`
+	// SHA256 is the hex SHA-256 of the output's bytes; empty when the
+	// server sent none.
+	SHA256 string `json:"sha256,omitempty"`
+	// ContentType is the output's media type, for example video/mp4.
+	ContentType string `json:"content_type,omitempty"`
+	// ExpiresAt is when URL stops working; zero when the server sent none.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // GenerationError is why a generation failed.
