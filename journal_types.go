@@ -81,3 +81,28 @@ type Outcome struct {
 	// CompletedAt is when the outcome was recorded.
 	CompletedAt time.Time `json:"completed_at"`
 }
+
+// The errors of the KeyJournal contract, returned (wrapped) by every journal
+// implementation (journal.File, journal.Memory, pgjournal.Journal) and matched
+// with errors.Is. Package journal re-exports them under its historical names.
+var (
+	// ErrKeyInUse means Begin was given an idempotency key that the journal
+	// already holds under another intent id. It also matches
+	// ErrIdempotencyKeyReuse: one key, two logical calls.
+	ErrKeyInUse error = keyInUseError{}
+	// ErrIntentNotFound means Complete was given a key the journal does not
+	// hold.
+	ErrIntentNotFound = errors.New("journal: no intent with this key")
+	// ErrJournalClosed means the journal was used after Close.
+	ErrJournalClosed = errors.New("journal: closed")
+)
+
+// keyInUseError is ErrKeyInUse: a sentinel that is also a key reuse.
+type keyInUseError struct{}
+
+func (keyInUseError) Error() string {
+	return "journal: idempotency key already recorded under another intent id"
+}
+
+// Is makes ErrKeyInUse match ErrIdempotencyKeyReuse.
+func (keyInUseError) Is(target error) bool { return target == ErrIdempotencyKeyReuse }

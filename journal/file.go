@@ -1,9 +1,12 @@
 package journal
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,7 +84,10 @@ type RecoveryReport struct {
 }
 
 // Open opens the journal at path, creating it (mode 0600, and its missing
-// parent directories with mode 0700) if needed. It takes an exclusive lock on
+// parent directories with mode 0700) if needed. A file at path that is not a
+// journal (its first bytes are not a journal record and no intact record can
+// be found in it) is refused with ErrNotJournal and left untouched; use
+// WithMustExist to refuse a missing file too. It takes an exclusive lock on
 // path+".lock", replays the records, and repairs a damaged file (see Recovery)
 // unless WithStrict is given. While it runs, a File writes nothing but the
 // journal, its lock file and, during compaction, path+".compact".
@@ -94,6 +100,10 @@ func Open(path string, opts ...Option) (*File, error) {
 	}
 	if path == "" {
 		return nil, fmt.Errorf("journal: empty path")
+	}
+	// Look before creating anything: a wrong path must cost nothing.
+	if err := checkJournalFile(path, cfg.mustExist); err != nil {
+		return nil, err
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -124,6 +134,10 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("journal: read %s: %w", path, err)
+	}
+	if !looksLikeJournal(data) {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", ErrNotJournal, path)
 	}
 	res := scan(data)
 	report := reportOf(res)
@@ -168,6 +182,50 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		return nil, fmt.Errorf("journal: repair %s: %w", path, err)
 	}
 	return j, nil
+}
+
+// checkJournalFile refuses, before anything is created, a path that holds a
+// directory or a file that is not a journal, and (mustExist) a missing one.
+func checkJournalFile(path string, mustExist bool) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if mustExist {
+			return fmt.Errorf("journal: %s does not exist: %w", path, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%w: %s is a directory", ErrNotJournal, path)
+	}
+	// The first record, or enough of the file to find an intact one when
+	// the first is damaged.
+	data, err := io.ReadAll(io.LimitReader(f, headerSize+MaxRecordSize+headerSize))
+	if err != nil {
+		return fmt.Errorf("journal: read %s: %w", path, err)
+	}
+	if !looksLikeJournal(data) {
+		return fmt.Errorf("%w: %s (its first bytes are not a journal record; refusing to touch it)", ErrNotJournal, path)
+	}
+	return nil
+}
+
+// looksLikeJournal reports whether data (all or the start of a file) can be
+// a journal: empty, starting with the record magic (a torn first record
+// included), or holding at least one intact record after a damaged start.
+func looksLikeJournal(data []byte) bool {
+	n := min(len(data), len(magic))
+	if bytes.Equal(data[:n], magic[:n]) {
+		return true
+	}
+	return len(scan(data).records) > 0
 }
 
 // reportOf describes the damage scan found.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,8 +161,6 @@ func TestRecoverGarbage(t *testing.T) {
 		data    []byte
 		pending int
 	}{
-		{"random", random(4096), 0},
-		{"zeros", make([]byte, 1000), 0},
 		{"magic soup", bytes.Repeat([]byte{0xff, 'S', 'G', 'J', 0xff, 0xff}, 500), 0},
 		{"garbage before records", append(random(333), good...), 2},
 		{"garbage after records", append(bytes.Clone(good), random(333)...), 2},
@@ -183,6 +182,76 @@ func TestRecoverGarbage(t *testing.T) {
 			require.Len(t, pendingIDs(t, j), tc.pending+1)
 			require.NoError(t, j.Close())
 		})
+	}
+}
+
+// A file that is not a journal (no record magic at its start and no intact
+// record anywhere) is refused and keeps every byte: a mistyped --journal path
+// must never truncate someone's notes.
+func TestOpenRefusesNonJournal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	random := make([]byte, 4096)
+	for i := range random {
+		random[i] = byte(rng.IntN(256))
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"text", []byte("shopping list\n- eggs\n- milk\n")},
+		{"json", []byte(`{"op":"begin","intent":{"id":"a"}}`)},
+		{"random", random},
+		{"zeros", make([]byte, 1000)},
+		{"one byte", []byte("x")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "notes.txt")
+			require.NoError(t, os.WriteFile(path, tc.data, 0o644))
+			for _, opts := range [][]journal.Option{nil, {journal.WithStrict()}, {journal.WithMustExist()}} {
+				_, err := journal.Open(path, opts...)
+				require.ErrorIs(t, err, journal.ErrNotJournal)
+			}
+			got, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, tc.data, got, "the file keeps its bytes")
+			entries, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Len(t, entries, 1, "nothing created beside it (no lock file)")
+		})
+	}
+	t.Run("directory", func(t *testing.T) {
+		_, err := journal.Open(t.TempDir())
+		require.ErrorIs(t, err, journal.ErrNotJournal)
+	})
+}
+
+func TestOpenMustExist(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "journal")
+	_, err := journal.Open(path, journal.WithMustExist())
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	_, err = os.Stat(filepath.Join(dir, "sub"))
+	require.ErrorIs(t, err, fs.ErrNotExist, "no parent directory created")
+	// An empty file (a journal created and never written) opens.
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o700))
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	j, err := journal.Open(path, journal.WithMustExist())
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+}
+
+// A real journal torn inside its very first record is still a journal: it is
+// repaired, not refused.
+func TestOpenTornFirstRecord(t *testing.T) {
+	good, _ := writeJournal(t, 1)
+	path := filepath.Join(t.TempDir(), "journal")
+	for _, n := range []int{1, 3, 7, 20} {
+		require.NoError(t, os.WriteFile(path, good[:n], 0o600))
+		j, err := journal.Open(path)
+		require.NoError(t, err, "cut at %d", n)
+		require.Empty(t, pendingIDs(t, j))
+		require.NoError(t, j.Close())
 	}
 }
 

@@ -27,6 +27,7 @@ type config struct {
 	flushInterval time.Duration
 	clock         func() time.Time
 	strict        bool
+	mustExist     bool
 }
 
 func defaultConfig() config {
@@ -97,6 +98,17 @@ func WithFlushInterval(d time.Duration) Option {
 func WithStrict() Option {
 	return func(c *config) error {
 		c.strict = true
+		return nil
+	}
+}
+
+// WithMustExist makes Open refuse a journal file that does not exist (an
+// error wrapping fs.ErrNotExist) instead of creating it and its parent
+// directories: for tools that only read or finish an existing journal, where
+// a mistyped path must not leave an empty journal behind. Default off.
+func WithMustExist() Option {
+	return func(c *config) error {
+		c.mustExist = true
 		return nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.baseURL, "base-url", "", "API base URL (default $SAFEGEN_BASE_URL)")
 	fs.StringVar(&a.dialect, "dialect", "default", "vendor dialect: default, rimp, realm, relaystation, clipia, patomic")
 	fs.BoolVar(&a.json, "json", false, "print JSON for scripts")
-	fs.DurationVar(&a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
+	durationFlag(fs, &a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
 	fs.IntVar(&a.maxRetries, "max-retries", 3, "retries after the first attempt")
 	fs.BoolVar(&a.insecure, "insecure-http", false, "allow plain http to a host that is not loopback (sends the key in clear)")
 }
@@ -99,16 +100,21 @@ func usageError(msg string) error { return &usageErr{msg: msg} }
 
 // parseFlags parses flags placed anywhere among the positional arguments.
 // It returns done=true with the exit code when the command should stop
-// (--help, or a bad flag).
+// (--help, or a bad flag). --help prints the usage once, on stdout; a bad
+// flag prints the flag package's complaint and the usage once, on stderr.
 func parseFlags(fs *flag.FlagSet, e *env, args []string) (pos []string, code int, done bool) {
+	printUsage := fs.Usage
+	fs.Usage = func() {} // flag calls it on -help and on errors; print once below
+	defer func() { fs.Usage = printUsage }()
 	fs.SetOutput(e.stderr)
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				fs.SetOutput(e.stdout)
-				fs.Usage()
+				printUsage()
 				return nil, exitOK, true
 			}
+			printUsage()
 			return nil, exitUsage, true
 		}
 		rest := fs.Args()
@@ -118,6 +124,34 @@ func parseFlags(fs *flag.FlagSet, e *env, args []string) (pos []string, code int
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// durationValue is a duration flag that says how to fix a bare number.
+type durationValue struct{ d *time.Duration }
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err == nil {
+		*v.d = d
+		return nil
+	}
+	if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+		return fmt.Errorf("%q has no unit: add one, for example %ss or %sms", s, s, s)
+	}
+	return fmt.Errorf("%q is not a duration (examples: 30s, 2m, 1h30m)", s)
+}
+
+// durationFlag registers a duration flag whose errors name the missing unit.
+func durationFlag(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(durationValue{p}, name, usage)
 }
 
 func newFlagSet(name, synopsis string) *flag.FlagSet {
@@ -133,7 +167,7 @@ func newFlagSet(name, synopsis string) *flag.FlagSet {
 func fail(e *env, jsonOut bool, err error) int {
 	code := exitFor(err)
 	if jsonOut {
-		out := map[string]any{"message": oneLine(err.Error()), "exit_code": code}
+		out := map[string]any{"message": message(err), "exit_code": code}
 		var apiErr *safegen.APIError
 		if errors.As(err, &apiErr) {
 			out["status"] = apiErr.StatusCode
@@ -147,8 +181,32 @@ func fail(e *env, jsonOut bool, err error) int {
 		}
 		printJSON(e, map[string]any{"error": out})
 	}
-	fmt.Fprintf(e.stderr, "safegen: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(e.stderr, "safegen: %s\n", message(err))
 	return code
+}
+
+// flagNames turns the SDK's option names in its messages into the flags
+// that set them, so a CLI user is told what to type.
+var flagNames = strings.NewReplacer(
+	"WithInsecureHTTP", "--insecure-http",
+	"WithBaseURL", "--base-url",
+	"WithJournal to NewClient", "--journal",
+	"WithJournal", "--journal",
+	"WithIntentID", "--intent-id",
+	"WithIdempotencyKey", "--idempotency-key",
+	"WithMaxRetries", "--max-retries",
+	"WithDialect", "--dialect",
+)
+
+// message is err as one line for a person: one "safegen:" prefix (added by
+// the caller), flags instead of Go options.
+func message(err error) string {
+	msg := oneLine(err.Error())
+	for strings.HasPrefix(msg, "safegen: ") {
+		msg = strings.TrimPrefix(msg, "safegen: ")
+	}
+	msg = strings.ReplaceAll(msg, ": safegen: ", ": ")
+	return flagNames.Replace(msg)
 }
 
 func exitFor(err error) int {
@@ -203,8 +261,17 @@ func printGeneration(e *env, jsonOut bool, g *safegen.Generation) {
 	fmt.Fprintln(e.stdout)
 	if g.Meta.IdempotencyKey != "" {
 		fmt.Fprintf(e.stdout, "  idempotency_key=%s  attempts=%d  replayed=%t  request_id=%s\n",
-			g.Meta.IdempotencyKey, g.Meta.Attempts, g.Meta.Replayed, g.Meta.RequestID)
+			g.Meta.IdempotencyKey, g.Meta.Attempts, g.Meta.Replayed, requestIDOf(g))
 	}
+}
+
+// requestIDOf is the id to quote to the vendor: the body's request_id (the
+// request that created the generation), else the last exchange's.
+func requestIDOf(g *safegen.Generation) string {
+	if g.RequestID != "" {
+		return g.RequestID
+	}
+	return g.Meta.RequestID
 }
 
 func genExit(g *safegen.Generation) int {
@@ -378,7 +445,9 @@ func runResume(ctx context.Context, e *env, args []string) int {
 	if len(pos) > 0 || journalPath == "" {
 		return fail(e, a.json, usageError("resume needs --journal and no positional arguments"))
 	}
-	j, err := journal.Open(journalPath)
+	// Resume only finishes an existing journal: a mistyped path must not
+	// create an empty one (and its folders) and report "0 pending".
+	j, err := journal.Open(journalPath, journal.WithMustExist())
 	if err != nil {
 		return fail(e, a.json, err)
 	}
@@ -417,8 +486,15 @@ func printResume(e *env, jsonOut bool, rep *safegen.ResumeReport) {
 		for _, r := range rs {
 			it := item{IntentID: r.Intent.ID, IdempotencyKey: r.Intent.Key, Status: r.StatusCode, RequestID: r.Meta.RequestID,
 				Replayed: r.Meta.Replayed, StillPending: r.StillPending}
+			// The id to quote is the body's (the creating request's).
+			var body struct {
+				RequestID string `json:"request_id"`
+			}
+			if r.Err == nil && r.Decode(&body) == nil && body.RequestID != "" {
+				it.RequestID = body.RequestID
+			}
 			if r.Err != nil {
-				it.Error = oneLine(r.Err.Error())
+				it.Error = message(r.Err)
 			}
 			out = append(out, it)
 		}

@@ -39,7 +39,8 @@ func runWebhook(ctx context.Context, e *env, args []string) int {
 	fs.Var(&secrets, "secret", "webhook secret, repeatable while rotating (default $SAFEGEN_WEBHOOK_SECRET)")
 	fs.Var(&headers, "header", "a delivery header as 'Name: value', repeatable")
 	bodyFile := fs.String("body-file", "-", "file holding the raw body ('-': standard input)")
-	tolerance := fs.Duration("tolerance", 5*time.Minute, "accepted clock skew of the signature timestamp")
+	tolerance := new(time.Duration)
+	durationFlag(fs, tolerance, "tolerance", 5*time.Minute, "accepted clock skew of the signature timestamp")
 	jsonOut := fs.Bool("json", false, "print JSON")
 	pos, code, done := parseFlags(fs, e, args[1:])
 	if done {
@@ -81,9 +82,9 @@ func runWebhook(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		if errors.Is(err, safegen.ErrWebhookSignature) || errors.Is(err, safegen.ErrWebhookTimestamp) || errors.Is(err, safegen.ErrWebhookMalformed) {
 			if *jsonOut {
-				printJSON(e, map[string]any{"valid": false, "error": oneLine(err.Error())})
+				printJSON(e, map[string]any{"valid": false, "error": message(err)})
 			}
-			fmt.Fprintf(e.stderr, "safegen: rejected: %s\n", oneLine(err.Error()))
+			fmt.Fprintf(e.stderr, "safegen: rejected: %s\n", message(err))
 			return exitAPI
 		}
 		return fail(e, *jsonOut, err)

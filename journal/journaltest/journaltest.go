@@ -16,13 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	safegen "github.com/safegen/safegen-go"
-	"github.com/safegen/safegen-go/journal"
 )
 
 // Run runs the conformance suite against the journals open returns. Each
 // subtest calls open once and expects a fresh, empty journal; open should
 // register its own cleanup (t.Cleanup) to close it. Implementations report
-// conflicts with errors wrapping journal.ErrKeyInUse and journal.ErrNotFound.
+// conflicts with errors wrapping safegen.ErrKeyInUse and safegen.ErrIntentNotFound.
 func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 	t.Helper()
 	for _, tc := range []struct {
@@ -121,11 +120,12 @@ func testBeginKeyInUse(t *testing.T, j safegen.KeyJournal) {
 	_, err := j.Begin(ctx, intent("order-1", "key-1", []byte("a")))
 	require.NoError(t, err)
 	_, err = j.Begin(ctx, intent("order-2", "key-1", []byte("a")))
-	require.ErrorIs(t, err, journal.ErrKeyInUse)
+	require.ErrorIs(t, err, safegen.ErrKeyInUse)
+	require.ErrorIs(t, err, safegen.ErrIdempotencyKeyReuse, "a key under two intent ids is a key reuse")
 	// Still in use once completed.
 	require.NoError(t, j.Complete(ctx, "key-1", safegen.Outcome{StatusCode: 200, CompletedAt: t0}))
 	_, err = j.Begin(ctx, intent("order-3", "key-1", []byte("a")))
-	require.ErrorIs(t, err, journal.ErrKeyInUse)
+	require.ErrorIs(t, err, safegen.ErrKeyInUse)
 	p, err := j.Pending(ctx)
 	require.NoError(t, err)
 	require.Empty(t, p, "a refused Begin records nothing")
@@ -171,7 +171,7 @@ func testComplete(t *testing.T, j safegen.KeyJournal) {
 
 func testCompleteUnknown(t *testing.T, j safegen.KeyJournal) {
 	err := j.Complete(context.Background(), "no-such-key", safegen.Outcome{StatusCode: 200, CompletedAt: t0})
-	require.ErrorIs(t, err, journal.ErrNotFound)
+	require.ErrorIs(t, err, safegen.ErrIntentNotFound)
 }
 
 func testCompleteTwice(t *testing.T, j safegen.KeyJournal) {

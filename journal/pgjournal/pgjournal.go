@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	safegen "github.com/safegen/safegen-go"
-	"github.com/safegen/safegen-go/journal"
 )
 
 // Journal is a safegen.KeyJournal stored in PostgreSQL and shared by every
@@ -84,7 +83,7 @@ func (j *Journal) Owner() string { return j.cfg.owner }
 // Close stops the lease renewer and the pruner, and waits for them. The
 // leases this journal holds then run out on their own, after which other
 // workers may claim its pending intents. It does not close the pool. Calls
-// after Close fail with journal.ErrClosed. Close is safe to call more than
+// after Close fail with safegen.ErrJournalClosed. Close is safe to call more than
 // once.
 func (j *Journal) Close() error {
 	j.closeOnce.Do(func() {
@@ -106,11 +105,11 @@ const cols = `intent_id, key, method, path, body, created_at, done_at IS NOT NUL
 // transaction has committed, or returns the intent already recorded under
 // in.ID by any worker, unchanged (compare its bytes with yours). An existing
 // pending intent is leased to this worker if its lease ran out. A key
-// recorded under another id is an error wrapping journal.ErrKeyInUse.
+// recorded under another id is an error wrapping safegen.ErrKeyInUse.
 // Times are kept to the microsecond.
 func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
 	if j.closed() {
-		return safegen.Intent{}, journal.ErrClosed
+		return safegen.Intent{}, safegen.ErrJournalClosed
 	}
 	if err := in.Validate(); err != nil {
 		return safegen.Intent{}, err
@@ -132,7 +131,7 @@ func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent,
 	got, err := collect(rows)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "safegen_intents_key" {
-		return safegen.Intent{}, fmt.Errorf("%w: key %q is held by another intent in namespace %q", journal.ErrKeyInUse, in.Key, ns)
+		return safegen.Intent{}, fmt.Errorf("%w: key %q is held by another intent in namespace %q", safegen.ErrKeyInUse, in.Key, ns)
 	}
 	if err != nil {
 		return safegen.Intent{}, fmt.Errorf("pgjournal: begin %q: %w", in.ID, err)
@@ -164,11 +163,11 @@ func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent,
 }
 
 // Complete records the outcome of the intent with this key and releases its
-// lease. Completing an unknown key is an error wrapping journal.ErrNotFound;
+// lease. Completing an unknown key is an error wrapping safegen.ErrIntentNotFound;
 // completing a completed one does nothing (the first outcome stays).
 func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome) error {
 	if j.closed() {
-		return journal.ErrClosed
+		return safegen.ErrJournalClosed
 	}
 	ob := out.Body
 	if ob == nil {
@@ -192,7 +191,7 @@ func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome)
 		return fmt.Errorf("pgjournal: complete %q: %w", key, err)
 	}
 	if !found {
-		return fmt.Errorf("%w: key %q in namespace %q", journal.ErrNotFound, key, ns)
+		return fmt.Errorf("%w: key %q in namespace %q", safegen.ErrIntentNotFound, key, ns)
 	}
 	return nil
 }
@@ -204,7 +203,7 @@ func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome)
 // leased by another live worker are not listed: that worker is sending them.
 func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	if j.closed() {
-		return nil, journal.ErrClosed
+		return nil, safegen.ErrJournalClosed
 	}
 	j.claimMu.Lock()
 	defer j.claimMu.Unlock()

@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	safegen "github.com/safegen/safegen-go"
-	"github.com/safegen/safegen-go/journal"
 	"github.com/safegen/safegen-go/journal/pgjournal"
 )
 
@@ -172,7 +171,7 @@ func TestLeaseTakeover(t *testing.T) {
 
 	require.NoError(t, a.Close()) // a "dies": no more renewals
 	_, err = a.Pending(ctx)
-	require.ErrorIs(t, err, journal.ErrClosed)
+	require.ErrorIs(t, err, safegen.ErrJournalClosed)
 	require.Eventually(t, func() bool {
 		p, err = b.Pending(ctx)
 		require.NoError(t, err)
@@ -362,7 +361,7 @@ func TestClose(t *testing.T) {
 	require.NoError(t, j.Close())
 	require.NoError(t, j.Close(), "twice is fine")
 	_, err := j.Begin(ctx, intent(2))
-	require.ErrorIs(t, err, journal.ErrClosed)
-	require.ErrorIs(t, j.Complete(ctx, "key-1", safegen.Outcome{}), journal.ErrClosed)
+	require.ErrorIs(t, err, safegen.ErrJournalClosed)
+	require.ErrorIs(t, j.Complete(ctx, "key-1", safegen.Outcome{}), safegen.ErrJournalClosed)
 	require.NoError(t, pool.Ping(ctx), "the pool is the caller's and stays open")
 }
