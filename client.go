@@ -1,6 +1,7 @@
 package safegen
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -307,6 +308,7 @@ func (st *callState) apiError(out *response) *APIError {
 		return nil
 	}
 	e := newAPIError(st.method, st.path, out.status, out.header, out.body)
+	st.c.redact(e)
 	e.IdempotencyKey = st.key
 	e.Attempts = st.attempts
 	e.RetryAfter = st.retryAfter
@@ -340,15 +342,44 @@ func (st *callState) failure(err error) error {
 	return re
 }
 
+// redact removes the Client's API key from what a server said back in an
+// error (some echo the credential they refused), so neither Error() nor a
+// log line nor the kept body carries it.
+func (c *Client) redact(e *APIError) {
+	k := c.apiKey
+	for _, f := range []*string{&e.Message, &e.Type, &e.Code, &e.RequestID} {
+		if strings.Contains(*f, k) {
+			*f = strings.ReplaceAll(*f, k, redacted)
+		}
+	}
+	if bytes.Contains(e.Body, []byte(k)) {
+		e.Body = bytes.ReplaceAll(e.Body, []byte(k), []byte(redacted))
+	}
+}
+
+// redacted stands in for a credential a server echoed.
+const redacted = "[REDACTED]"
+
 // readBody reads the final response's body inside the retry loop, so a
-// body cut mid-way is retried like any transport failure.
+// body cut mid-way is retried like any transport failure. A success body
+// whose declared length is over the limit is refused before a byte of it is
+// read; a known length sizes the buffer once.
 func (st *callState) readBody(resp *http.Response) error {
 	defer resp.Body.Close()
 	limit := st.s.maxRespBytes
 	if resp.StatusCode >= 300 {
 		limit = maxErrorBody
+	} else if resp.ContentLength > limit {
+		return fmt.Errorf("%w: Content-Length %d over the limit of %d bytes", ErrResponseTooLarge, resp.ContentLength, limit)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	var b []byte
+	var err error
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		b = make([]byte, 0, n+1) // +1: ReadAll stops at EOF without growing
+		b, err = readAllInto(b, io.LimitReader(resp.Body, limit+1))
+	} else {
+		b, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	}
 	if err != nil {
 		return fmt.Errorf("reading response body: %w", err)
 	}
@@ -361,6 +392,24 @@ func (st *callState) readBody(resp *http.Response) error {
 	}
 	st.body = b
 	return nil
+}
+
+// readAllInto is io.ReadAll appending to b, whose capacity is usually the
+// whole body already.
+func readAllInto(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
 }
 
 func (c *Client) setHeaders(req *http.Request, s *settings, r request, key string) {

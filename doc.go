@@ -10,7 +10,7 @@
 //     same key and the same bytes, so the server replays instead of billing
 //     again.
 //   - Retries back off exponentially with full jitter on transport failures,
-//     429, 500, 502, 503 and 409 request_in_progress, and honor Retry-After
+//     429, 500, 502, 503, 504 and 409 request_in_progress, and honor Retry-After
 //     (seconds, milliseconds, or an HTTP date). A Retry-After longer than
 //     WithMaxRetryAfter comes back at once as a typed 429 carrying the wait.
 //     A retry budget shared by the Client keeps an outage from multiplying

@@ -187,7 +187,9 @@ func (e *APIError) retryable() bool {
 	switch e.StatusCode {
 	case http.StatusTooManyRequests:
 		return !strings.EqualFold(e.Code, "quota_exceeded")
-	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable:
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// A 504 often follows committed work: the same key turns the
+		// retry into a replay, never a second charge.
 		return true
 	case http.StatusConflict:
 		return strings.EqualFold(e.Code, "request_in_progress")

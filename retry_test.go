@@ -135,7 +135,6 @@ func TestNotRetried(t *testing.T) {
 		{409, "idempotency_key_conflict", ErrIdempotencyKeyReuse},
 		{422, "model_input_invalid", ErrInvalidRequest},
 		{429, "quota_exceeded", ErrQuotaExceeded},
-		{504, "gateway_timeout", ErrServer},
 		{501, "not_implemented", ErrServer},
 	}
 	for _, tt := range tests {
