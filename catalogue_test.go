@@ -23,7 +23,7 @@ import (
 
 // TestBadInputCatalogue: every kind of bad answer gives a clear typed error
 // (an *APIError or a *RetryError, or a sentinel), with bounded memory and no
-// panic. goleak (TestMain) checks that no goroutine is left behind.
+// panic. leakcheck (TestMain) checks that no goroutine is left behind.
 func TestBadInputCatalogue(t *testing.T) {
 	huge := bytes.Repeat([]byte("E"), 10<<20)
 	tests := []struct {

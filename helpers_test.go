@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safegen/safegen-go/internal/leakcheck"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // fakeClock never sleeps: Sleep records the wait and moves time forward.

@@ -214,7 +214,7 @@ func BenchmarkPacing(b *testing.B) {
 
 // TestFlatHeap: 20,000 calls with faults through one Client; the heap after
 // 20k calls stays close to the heap after 2k, and Close leaves no goroutine
-// behind (goleak checks the whole package at exit).
+// behind (leakcheck checks the whole package at exit).
 func TestFlatHeap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20,000 calls")

@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/safegen/safegen-go/internal/leakcheck"
 
 	"github.com/safegen/safegen-go/journal"
 )
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(lockChildEnv); path != "" {
 		os.Exit(lockChild(path))
 	}
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // lockChild opens path and reports what happened on stdout.

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safegen/safegen-go/internal/leakcheck"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)

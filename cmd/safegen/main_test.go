@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safegen/safegen-go/internal/leakcheck"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/safegen/safegen-go"
 	"github.com/safegen/safegen-go/journal"
@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		e := &env{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}
 		os.Exit(run(context.Background(), e, os.Args[1:]))
 	}
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a command writes.
