@@ -40,6 +40,7 @@ type demoConfig struct {
 	kills       int
 	journalDir  string
 	dialect     string
+	noKeys      bool
 }
 
 func (d *demoConfig) register(fs *flag.FlagSet) {
@@ -55,6 +56,7 @@ func (d *demoConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.kills, "kills", 3, "with --crash: how many times the worker is killed")
 	fs.StringVar(&d.journalDir, "journal-dir", "", "folder for the journal (default: a temporary folder, removed at the end)")
 	fs.StringVar(&d.dialect, "dialect", "default", "vendor dialect of the fake server and the client")
+	fs.BoolVar(&d.noKeys, "no-keys", false, "the counterfactual: the same faults against a plain client that retries without idempotency keys or a journal")
 }
 
 func (d *demoConfig) validate() error {
@@ -65,6 +67,8 @@ func (d *demoConfig) validate() error {
 		return usageError("--concurrency must be 1 to 1000")
 	case d.kills < 0 || d.kills > 1000:
 		return usageError("--kills must be 0 to 1000")
+	case d.noKeys && d.crash:
+		return usageError("--no-keys and --crash do not combine: without a journal a killed worker loses its calls")
 	}
 	total := 0.0
 	for _, r := range []float64{d.drop, d.reset, d.serverErr, d.rateLimit} {
@@ -118,21 +122,31 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	}
 	jpath := filepath.Join(dir, "demo.journal")
 	mode := "one worker process"
+	if d.noKeys {
+		mode = "a plain client WITHOUT idempotency keys (the counterfactual)"
+	}
 	if d.crash {
 		mode = fmt.Sprintf("a worker process SIGKILLed %d times and restarted", d.kills)
 	}
 	fmt.Fprintf(e.stdout, "safegen demo: %d generations, %d in flight, against the embedded fake API (dialect %s), %s\n",
 		d.size, d.concurrency, d.dialect, mode)
+	shown := jpath
+	if d.noKeys {
+		shown = "none"
+	}
 	fmt.Fprintf(e.stdout, "faults: drop-after-commit %.0f%%, reset %.0f%%, 5xx %.0f%%, 429 %.0f%% (Retry-After %s); seed %d; journal %s\n",
-		d.drop*100, d.reset*100, d.serverErr*100, d.rateLimit*100, d.retryAfter, d.seed, jpath)
+		d.drop*100, d.reset*100, d.serverErr*100, d.rateLimit*100, d.retryAfter, d.seed, shown)
 
 	res := newResults(d.size)
 	prog := newProgress(e, d.size, res, srv)
 	prog.start()
 	var err error
-	if d.crash {
+	switch {
+	case d.noKeys:
+		err = runWithoutKeys(ctx, srv.URL, srv.APIKey, &d, func(i int, gen string) { res.record(i, gen) })
+	case d.crash:
 		err = crashLoop(ctx, e, &d, srv, jpath, res, prog)
-	} else {
+	default:
 		w := workerConfig{url: srv.URL, apiKey: srv.APIKey, journal: jpath, size: d.size, concurrency: d.concurrency, dialect: d.dialect}
 		_, err = w.run(ctx, func(i int, gen string) { res.record(i, gen) })
 	}
@@ -141,8 +155,13 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 		return fail(e, false, err)
 	}
 	t := tally(srv, res, d.size, time.Since(start))
-	t.crash = d.crash
+	t.crash, t.noKeys = d.crash, d.noKeys
 	t.print(e.stdout)
+	if d.noKeys {
+		// The counterfactual is expected to break the promise: it shows
+		// what the keys prevent, so it is not a failure of the demo.
+		return exitOK
+	}
 	if t.duplicates != 0 || t.lost != 0 || t.charges != d.size {
 		fmt.Fprintln(e.stderr, "safegen demo: the promise was broken: see the table above")
 		return exitLocal
@@ -416,7 +435,7 @@ func describeRun(err error, killedAt, before, after, resumed int64, size int) st
 type demoTally struct {
 	calls, attempts, replays, charges, duplicates, lost int
 	kills                                               int
-	crash                                               bool
+	crash, noKeys                                       bool
 	causes                                              map[string]int
 	wall                                                time.Duration
 }
@@ -448,6 +467,11 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 	l := srv.Ledger()
 	t.charges = l.Total()
 	t.duplicates = len(l.Duplicates())
+	if extra := t.charges - size; extra > t.duplicates {
+		// Keyless charges cannot be grouped by key: every charge past one
+		// per call is a call billed again.
+		t.duplicates = extra
+	}
 	res.mu.Lock()
 	for _, g := range res.gens {
 		switch {
@@ -496,6 +520,10 @@ func (t demoTally) print(w io.Writer) {
 	verdict := "every call billed exactly once, none lost"
 	if t.duplicates != 0 || t.lost != 0 || t.charges != t.calls {
 		verdict = "PROMISE BROKEN"
+	}
+	if t.noKeys {
+		verdict = fmt.Sprintf("without idempotency keys the same faults billed %d extra charges for %d calls;\n"+
+			"run without --no-keys to see the same faults with keys: 0 duplicates", t.charges-t.calls, t.calls)
 	}
 	fmt.Fprintf(w, "\n%s\n", verdict)
 }

@@ -122,3 +122,34 @@ func TestGenerationOutputFields(t *testing.T) {
 	assert.Equal(t, seen[0], seen[1], "request_id is the body's, the same on a replay")
 	_ = id
 }
+
+// The counterfactual: the same faults and seed without keys bill calls twice,
+// with keys never; "0 duplicates" reads as a comparison.
+func TestDemoNoKeysCounterfactual(t *testing.T) {
+	args := []string{"demo", "--size", "120", "--concurrency", "16", "--seed", "3", "--retry-after", "0", "--drop", "0.2"}
+	code, out, errOut := runCmd(t, nil, append(args, "--no-keys")...)
+	require.Equal(t, exitOK, code, errOut)
+	m := regexp.MustCompile(`duplicates\s+(\d+)\n`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	assert.NotEqual(t, "0", m[1], "without keys a dropped-after-commit call is billed again")
+	assert.Contains(t, out, "without idempotency keys the same faults billed")
+
+	code, out, errOut = runCmd(t, nil, args...)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Regexp(t, `duplicates\s+0\n`, out)
+
+	code, _, _ = runCmd(t, nil, "demo", "--no-keys", "--crash")
+	assert.Equal(t, exitUsage, code)
+}
+
+func TestLicense(t *testing.T) {
+	for _, p := range []string{"../../LICENSE", "../../journal/pgjournal/LICENSE"} {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		assert.Contains(t, string(b), "Apache License")
+		assert.Contains(t, string(b), "Version 2.0, January 2004")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	assert.Contains(t, string(readme), "Apache-2.0")
+}
