@@ -40,6 +40,9 @@ type Intent struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Outcome is nil while the intent is pending.
 	Outcome *Outcome `json:"outcome,omitempty"`
+	// Job is the progress of the whole job (Generations.Run) this intent
+	// starts; nil for a plain call.
+	Job *Job `json:"job,omitempty"`
 }
 
 // Pending reports whether the intent has no recorded outcome.
@@ -63,6 +66,70 @@ func (in Intent) Validate() error {
 		return errors.New("safegen: intent has no creation time")
 	}
 	return nil
+}
+
+// JobStep is how far a whole job (Generations.Run) has got. Each step is
+// recorded after it happened, so a job resumes from the step after its last
+// recorded one.
+type JobStep string
+
+// The steps of a whole job, in order.
+const (
+	// JobStarted: the intent is recorded, before the create's first byte.
+	JobStarted JobStep = "started"
+	// JobAccepted: the server accepted the create; Job.GenerationID is set.
+	// A resumed job never creates again: it waits for this generation.
+	JobAccepted JobStep = "accepted"
+	// JobTerminal: the generation reached a terminal status (Job.Status).
+	JobTerminal JobStep = "terminal"
+	// JobDownloaded: the output is at Job.Path, its size and sha256
+	// verified and fsynced. The job is done.
+	JobDownloaded JobStep = "downloaded"
+)
+
+// Job is the recorded progress of a whole paid job: create, wait, download.
+type Job struct {
+	// Step is the last step recorded.
+	Step JobStep `json:"step"`
+	// Path is where the output goes (Run's path argument).
+	Path string `json:"path"`
+	// GenerationID is set from JobAccepted on.
+	GenerationID string `json:"generation_id,omitempty"`
+	// Status is the generation's last known status.
+	Status GenerationStatus `json:"status,omitempty"`
+	// Size and SHA256 describe the output on disk (JobDownloaded).
+	Size   int64  `json:"size,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	// UpdatedAt is when the step was recorded.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// Done reports whether the job needs nothing more: its output is on disk,
+// or its generation ended failed or canceled (nothing to download).
+func (j *Job) Done() bool {
+	if j == nil {
+		return true
+	}
+	return j.Step == JobDownloaded || (j.Step == JobTerminal && j.Status != StatusSucceeded)
+}
+
+// JobJournal is a KeyJournal that also records the steps of whole jobs, so
+// Resume (or a re-run of Generations.Run with the same intent id) carries an
+// unfinished job on from its last step instead of starting it again. The
+// journals of this module (journal.File, journal.Memory, pgjournal.Journal)
+// implement it. With a KeyJournal that does not, Run still never bills twice
+// (the create is journaled), but a resumed job starts again from its create,
+// which the server replays.
+type JobJournal interface {
+	KeyJournal
+	// Advance records the job's progress for the intent with this key. It
+	// may be batched like Complete: losing a step only costs redoing it
+	// (waiting again, re-checking the file on disk). An unknown key is an
+	// error wrapping ErrIntentNotFound.
+	Advance(ctx context.Context, key string, job Job) error
+	// Unfinished lists the intents whose Job is not Done, oldest first,
+	// whether or not their create has an outcome.
+	Unfinished(ctx context.Context) ([]Intent, error)
 }
 
 // Outcome is the definitive answer to an intent: the server's status and body
