@@ -8,22 +8,34 @@ import (
 	"slices"
 )
 
-// Compact rewrites the journal with only its live records: the pending
-// intents and the completed ones still within retention, each as a single
-// record. The new file is written beside the old one, synced, and renamed
-// over it. A File also compacts itself when the file exceeds the compaction
-// threshold and at least half of it is dead.
+// Compact rewrites the journal with only its live records, in the current
+// format (FormatVersion): a header, then the pending intents, the unfinished
+// jobs and the finished intents still within retention, each as a single
+// record holding its intent, outcome and latest job. The new file is written
+// beside the old one, synced, and renamed over it. A File also compacts
+// itself when the file exceeds the compaction threshold and at least half of
+// it is dead.
 func (j *File) Compact() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.flushing {
-		ch := j.flushed
-		j.mu.Unlock()
-		<-ch
-		j.mu.Lock()
-	}
+	return j.rewriteLocked(false)
+}
+
+// upgradeLocked rewrites a version 1 file in the current format before the
+// first record of a newer version goes into it, so that a file never holds
+// records newer than its header says. The caller holds mu, which is
+// released while the file is rewritten: look intents up again after it.
+func (j *File) upgradeLocked() error { return j.rewriteLocked(true) }
+
+// rewriteLocked takes the leader role, writes what is queued and compacts
+// (when onlyOld, only a file in an older format). The caller holds mu.
+func (j *File) rewriteLocked(onlyOld bool) error {
+	j.waitLeaderLocked()
 	if err := j.usableLocked(); err != nil {
 		return err
+	}
+	if onlyOld && j.version >= FormatVersion {
+		return nil // upgraded by another caller meanwhile
 	}
 	j.flushing = true
 	defer j.endLeadLocked()
@@ -31,6 +43,17 @@ func (j *File) Compact() error {
 		return err
 	}
 	return j.compactLocked()
+}
+
+// waitLeaderLocked waits, with mu held on entry and on return, until no
+// caller holds the leader role.
+func (j *File) waitLeaderLocked() {
+	for j.flushing {
+		ch := j.flushed
+		j.mu.Unlock()
+		<-ch
+		j.mu.Lock()
+	}
 }
 
 // maybeCompactLocked drops the intents past retention and compacts when the
@@ -47,11 +70,20 @@ func (j *File) maybeCompactLocked() {
 	}
 }
 
-// expireLocked drops the completed intents past retention.
+// expireLocked drops the finished intents past retention. An intent in
+// line that is no longer finished (its job was advanced again) leaves the
+// line; it rejoins it when it is finished again.
 func (j *File) expireLocked() {
 	now := j.cfg.clock()
-	for len(j.expiry) > 0 && j.expired(j.expiry[0], now) {
-		j.drop(j.expiry[0])
+	for len(j.expiry) > 0 {
+		e := j.expiry[0]
+		if j.byID[e.in.ID] == e && e.finished() {
+			if !j.expired(e, now) {
+				break
+			}
+			j.drop(e)
+		}
+		e.queued = false
 		j.expiry[0] = nil
 		j.expiry = j.expiry[1:]
 	}
@@ -71,7 +103,7 @@ func (j *File) compactLocked() error {
 	recs := make([]record, len(es))
 	old := make([]int64, len(es))
 	for i, e := range es {
-		in := e.in // Body and Outcome are never changed in place
+		in := e.in // Body, Outcome and Job are never changed in place
 		recs[i] = record{Op: opBegin, Intent: &in}
 		if in.Outcome != nil {
 			recs[i].At = e.at.Round(0).UTC()
@@ -81,7 +113,12 @@ func (j *File) compactLocked() error {
 		e.size = 0 // records appended meanwhile count from here
 	}
 	j.mu.Unlock()
-	data, sizes, err := encodeAll(recs)
+	data, err := encodeRecord(nil, &record{Op: opHeader, Version: FormatVersion})
+	hdr := int64(len(data))
+	var sizes []int64
+	if err == nil {
+		data, sizes, err = encodeAll(data, recs)
+	}
 	renamed := false
 	var nf *os.File
 	if err == nil {
@@ -101,6 +138,8 @@ func (j *File) compactLocked() error {
 			j.live += sizes[i]
 		}
 	}
+	j.live += hdr - j.hdr
+	j.hdr, j.version = hdr, FormatVersion
 	if err != nil {
 		// The old file descriptor points to an unlinked file: stop.
 		j.err = fmt.Errorf("journal: compact %s: %w", j.path, err)
@@ -113,8 +152,8 @@ func (j *File) compactLocked() error {
 	return nil
 }
 
-func encodeAll(recs []record) ([]byte, []int64, error) {
-	var data []byte
+// encodeAll appends the framed records to data and returns each one's size.
+func encodeAll(data []byte, recs []record) ([]byte, []int64, error) {
 	sizes := make([]int64, len(recs))
 	for i := range recs {
 		n := len(data)

@@ -39,8 +39,8 @@ func openFile(t *testing.T, path string, opts ...journal.Option) *journal.File {
 	return j
 }
 
-// reopening is a KeyJournal that reopens its File after every Begin and
-// Complete.
+// reopening is a JobJournal that reopens its File after every Begin,
+// Complete and Advance.
 type reopening struct {
 	t    *testing.T
 	path string
@@ -75,4 +75,17 @@ func (r *reopening) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.j.Pending(ctx)
+}
+
+func (r *reopening) Advance(ctx context.Context, key string, job safegen.Job) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.reopen()
+	return r.j.Advance(ctx, key, job)
+}
+
+func (r *reopening) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.j.Unfinished(ctx)
 }

@@ -32,4 +32,9 @@ var (
 	// ErrNotJournal means Open was given a file that is not a journal: its
 	// first bytes are not a journal record. The file is left untouched.
 	ErrNotJournal = errors.New("journal: not a journal file")
+	// ErrUnsupportedVersion means Open was given a journal written in a
+	// newer file format (FormatVersion) than this release reads, by a newer
+	// release of the SDK. The file is left untouched: open it with that
+	// release.
+	ErrUnsupportedVersion = errors.New("journal: unsupported file format version")
 )

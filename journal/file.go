@@ -17,11 +17,12 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
-// File is the file-backed KeyJournal, the SDK's embedded default. It appends
-// checksummed records to one file, makes every Begin durable (fsync) before
-// returning while many concurrent Begins share one fsync, batches Completes,
-// keeps completed intents for the retention period, compacts itself, and
-// repairs a torn or damaged file at Open. One File at a time may hold a
+// File is the file-backed safegen.JobJournal, the SDK's embedded default. It
+// appends checksummed records to one file, makes every Begin durable (fsync)
+// before returning while many concurrent Begins share one fsync, batches
+// Completes and Advances, keeps finished intents for the retention period
+// and unfinished jobs for as long as they are unfinished, compacts itself,
+// and repairs a torn or damaged file at Open. One File at a time may hold a
 // journal: a second opener, in this process or another, gets ErrLocked.
 //
 // A File is safe for concurrent use by multiple goroutines. Close it to flush
@@ -36,8 +37,13 @@ type File struct {
 	f      *os.File // the journal, opened for append; owned by the leader
 	byID   map[string]*entry
 	byKey  map[string]*entry
-	expiry []*entry // completed intents, by the time their outcome was recorded
+	expiry []*entry // finished intents, by the time they were finished
 	order  uint64   // next insertion order
+
+	// version is the file's format version (FormatVersion once rewritten);
+	// hdr is the size of its header record, zero in a version 1 file.
+	version int
+	hdr     int64
 
 	// Group commit. Records are appended to buf; the leader (flushing)
 	// writes and syncs what buf holds, then closes flushed to wake the
@@ -63,12 +69,19 @@ type File struct {
 type entry struct {
 	in    safegen.Intent
 	order uint64
-	seq   uint64    // appended count just past its begin record
-	at    time.Time // when its outcome was recorded, on the journal's clock
-	size  int64     // bytes of its live records in the file
+	seq   uint64 // appended count just past its begin record
+	// at is when the intent was finished (see finished), or else when its
+	// outcome was recorded, on the journal's clock.
+	at     time.Time
+	size   int64 // bytes of its live records in the file
+	queued bool  // in File.expiry
 }
 
-var _ safegen.KeyJournal = (*File)(nil)
+// finished reports whether the intent needs nothing more: its outcome is
+// recorded and it starts no unfinished job. Only finished intents expire.
+func (e *entry) finished() bool { return e.in.Outcome != nil && e.in.Job.Done() }
+
+var _ safegen.JobJournal = (*File)(nil)
 
 // RecoveryReport says what Open dropped to repair a damaged file. The zero
 // value means the file was intact.
@@ -84,10 +97,12 @@ type RecoveryReport struct {
 }
 
 // Open opens the journal at path, creating it (mode 0600, and its missing
-// parent directories with mode 0700) if needed. A file at path that is not a
-// journal (its first bytes are not a journal record and no intact record can
-// be found in it) is refused with ErrNotJournal and left untouched; use
-// WithMustExist to refuse a missing file too. It takes an exclusive lock on
+// parent directories with mode 0700) if needed; a new journal starts with a
+// header record naming FormatVersion. A file at path that is not a journal
+// (its first bytes are not a journal record and no intact record can be
+// found in it) is refused with ErrNotJournal, and one written in a newer
+// format than FormatVersion with ErrUnsupportedVersion; both are left
+// untouched. Use WithMustExist to refuse a missing file too. It takes an exclusive lock on
 // path+".lock", replays the records, and repairs a damaged file (see Recovery)
 // unless WithStrict is given. While it runs, a File writes nothing but the
 // journal, its lock file and, during compaction, path+".compact".
@@ -140,6 +155,11 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotJournal, path)
 	}
 	res := scan(data)
+	version, err := versionOf(res)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", err, path)
+	}
 	report := reportOf(res)
 	if cfg.strict && report.SkippedRecords > 0 {
 		f.Close()
@@ -150,6 +170,7 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		byID:    make(map[string]*entry),
 		byKey:   make(map[string]*entry),
 		flushed: make(chan struct{}),
+		version: version,
 	}
 	now := cfg.clock()
 	for _, r := range res.records {
@@ -168,6 +189,9 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		if err = f.Truncate(int64(res.end)); err == nil {
 			err = f.Sync()
 		}
+	}
+	if err == nil && len(res.records) == 0 && j.hdr == 0 {
+		err = j.writeHeaderLocked() // a new (or emptied) journal
 	}
 	if err == nil {
 		err = syncDir(dir) // make a new file's name durable
@@ -214,7 +238,52 @@ func checkJournalFile(path string, mustExist bool) error {
 	if !looksLikeJournal(data) {
 		return fmt.Errorf("%w: %s (its first bytes are not a journal record; refusing to touch it)", ErrNotJournal, path)
 	}
+	// A newer release's journal starts with its header: refuse it before
+	// anything (the lock file included) is created.
+	if payload, _, err := decodeFrame(data); err == nil {
+		if r, err := decodeRecord(payload); err == nil && r.Op == opHeader && r.Version > FormatVersion {
+			return fmt.Errorf("%w: %s", unsupported(r.Version), path)
+		}
+	}
 	return nil
+}
+
+// versionOf returns the format version of the scanned file: its header's,
+// or 1 without one. Any header naming a version newer than FormatVersion is
+// an error wrapping ErrUnsupportedVersion.
+func versionOf(res scanResult) (int, error) {
+	version := 0
+	for _, r := range res.records {
+		if r.rec.Op != opHeader {
+			continue
+		}
+		if r.rec.Version > FormatVersion {
+			return 0, unsupported(r.rec.Version)
+		}
+		if version == 0 {
+			version = r.rec.Version
+		}
+	}
+	return max(version, 1), nil
+}
+
+func unsupported(version int) error {
+	return fmt.Errorf("%w: the file is in format version %d, this release reads versions 1 to %d (open it with the release that wrote it)",
+		ErrUnsupportedVersion, version, FormatVersion)
+}
+
+// writeHeaderLocked starts an empty file with the header record and syncs
+// it. The caller holds mu and the leader role.
+func (j *File) writeHeaderLocked() error {
+	frame, err := encodeRecord(nil, &record{Op: opHeader, Version: FormatVersion})
+	if err != nil {
+		return err
+	}
+	j.appendLocked(frame)
+	j.hdr = int64(len(frame))
+	j.live += j.hdr
+	j.version = FormatVersion
+	return j.writeLocked()
 }
 
 // looksLikeJournal reports whether data (all or the start of a file) can be
@@ -247,26 +316,41 @@ func reportOf(res scanResult) RecoveryReport {
 }
 
 // apply replays one record read at Open. Records that no longer describe an
-// intent (duplicates, outcomes of unknown or completed keys, intents past
-// retention) only count as dead bytes.
+// intent (extra headers, duplicates, outcomes and jobs of unknown keys,
+// outcomes of completed ones) only count as dead bytes. The intents past
+// retention are dropped after the replay (Open's maybeCompactLocked), except
+// that a begin record for the id or key of one is the intent begun again
+// after the first was dropped.
 func (j *File) apply(r record, size int64, now time.Time) {
 	switch r.Op {
+	case opHeader:
+		if j.hdr == 0 {
+			j.hdr = size
+			j.live += size
+		}
 	case opBegin:
 		in := normalize(*r.Intent)
-		if j.byID[in.ID] != nil || j.byKey[in.Key] != nil {
-			return
+		held := []*entry{j.byID[in.ID], j.byKey[in.Key]}
+		for _, old := range held {
+			if old != nil && !j.expired(old, now) {
+				return // a duplicate, or a Begin that was refused
+			}
+		}
+		for _, old := range held {
+			if old != nil {
+				j.drop(old)
+			}
 		}
 		e := &entry{in: in, order: j.order, size: size}
-		if in.Outcome != nil {
-			e.at = atOf(r)
-			if j.expired(e, now) {
-				return
-			}
-			j.expiry = append(j.expiry, e)
-		}
 		j.order++
 		j.byID[in.ID], j.byKey[in.Key] = e, e
 		j.live += size
+		if in.Outcome != nil {
+			e.at = atOf(r)
+			if e.finished() {
+				j.queueLocked(e)
+			}
+		}
 	case opComplete:
 		e := j.byKey[r.Key]
 		if e == nil || e.in.Outcome != nil {
@@ -275,16 +359,30 @@ func (j *File) apply(r record, size int64, now time.Time) {
 		o := cloneOutcome(*r.Outcome)
 		o.CompletedAt = o.CompletedAt.Round(0).UTC()
 		e.in.Outcome, e.at = &o, atOf(r)
-		if j.expired(e, now) {
-			j.drop(e)
-			return
-		}
 		e.size += size
 		j.live += size
-		j.expiry = append(j.expiry, e)
+		if e.finished() {
+			j.queueLocked(e)
+		}
+	case opJob:
+		e := j.byKey[r.Key]
+		if e == nil {
+			return
+		}
+		was := e.finished()
+		jb := normalizeJob(*r.Job)
+		e.in.Job = &jb
+		e.size += size
+		j.live += size
+		if !was && e.finished() {
+			e.at = atOf(r)
+			j.queueLocked(e)
+		}
 	}
 }
 
+// atOf returns when the journal recorded r: its At, or for records written
+// without one, its outcome's completion time.
 func atOf(r record) time.Time {
 	if !r.At.IsZero() {
 		return r.At
@@ -301,12 +399,12 @@ func atOf(r record) time.Time {
 // Recovery reports what Open dropped to repair the file.
 func (j *File) Recovery() RecoveryReport { return j.report }
 
-// Begin records in durably (its record is written and fsynced before Begin
-// returns), or returns the intent already recorded under in.ID unchanged,
-// pending or completed: compare its bytes with yours. A key already recorded
-// under another id is an error wrapping ErrKeyInUse. If ctx ends while Begin
-// waits for the disk it returns ctx.Err(), and the intent may or may not
-// have been recorded.
+// Begin records in durably (its record, with in.Job if it has one, is
+// written and fsynced before Begin returns), or returns the intent already
+// recorded under in.ID unchanged, pending or completed: compare its bytes
+// with yours. A key already recorded under another id is an error wrapping
+// ErrKeyInUse. If ctx ends while Begin waits for the disk it returns
+// ctx.Err(), and the intent may or may not have been recorded.
 func (j *File) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
 	if err := ctx.Err(); err != nil {
 		return safegen.Intent{}, err
@@ -323,6 +421,12 @@ func (j *File) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, er
 	if err := j.usableLocked(); err != nil {
 		j.mu.Unlock()
 		return safegen.Intent{}, err
+	}
+	if n.Job != nil && j.version < FormatVersion {
+		if err := j.upgradeLocked(); err != nil {
+			j.mu.Unlock()
+			return safegen.Intent{}, err
+		}
 	}
 	if e := j.byID[in.ID]; e != nil {
 		got, seq := cloneIntent(e.in), e.seq
@@ -384,17 +488,79 @@ func (j *File) Complete(ctx context.Context, key string, out safegen.Outcome) er
 	e.in.Outcome, e.at = &o, now
 	e.size += int64(len(frame))
 	j.live += int64(len(frame))
-	j.expiry = append(j.expiry, e)
-	if !j.timerArmed {
-		j.timerArmed = true
-		j.timerInFlight.Add(1)
-		if j.timer == nil {
-			j.timer = time.AfterFunc(j.cfg.flushInterval, j.timerFlush)
-		} else {
-			j.timer.Reset(j.cfg.flushInterval)
+	if e.finished() {
+		j.queueLocked(e)
+	}
+	j.armFlushLocked()
+	return nil
+}
+
+// Advance records job as the progress of the whole job of the intent with
+// this key, replacing the one recorded before. Like Complete it does not wait
+// for the disk (the record goes with the next group commit, within the flush
+// interval, or at Close): losing a step in a crash only costs redoing it. In
+// a version 1 file, the first Advance first rewrites the file in the current
+// format (see FormatVersion). An unknown key is an error wrapping
+// ErrNotFound. An intent whose job is not Done is kept whatever its age;
+// once it is Done and the intent has an outcome, the retention period starts.
+func (j *File) Advance(ctx context.Context, key string, job safegen.Job) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := j.cfg.clock()
+	jb := normalizeJob(job)
+	frame, err := encodeRecord(nil, &record{Op: opJob, Key: key, Job: &jb, At: now.Round(0).UTC()})
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usableLocked(); err != nil {
+		return err
+	}
+	if j.byKey[key] != nil && j.version < FormatVersion {
+		if err := j.upgradeLocked(); err != nil {
+			return err
 		}
 	}
+	e := j.byKey[key]
+	if e == nil {
+		return fmt.Errorf("%w: key %q", ErrNotFound, key)
+	}
+	was := e.finished()
+	j.appendLocked(frame)
+	e.in.Job = &jb
+	e.size += int64(len(frame))
+	j.live += int64(len(frame))
+	if !was && e.finished() {
+		e.at = now
+		j.queueLocked(e)
+	}
+	j.armFlushLocked()
 	return nil
+}
+
+// armFlushLocked makes sure a batched record reaches the disk within the
+// flush interval even if no Begin comes to carry it.
+func (j *File) armFlushLocked() {
+	if j.timerArmed {
+		return
+	}
+	j.timerArmed = true
+	j.timerInFlight.Add(1)
+	if j.timer == nil {
+		j.timer = time.AfterFunc(j.cfg.flushInterval, j.timerFlush)
+	} else {
+		j.timer.Reset(j.cfg.flushInterval)
+	}
+}
+
+// queueLocked puts a finished intent in line for expiry.
+func (j *File) queueLocked(e *entry) {
+	if !e.queued {
+		e.queued = true
+		j.expiry = append(j.expiry, e)
+	}
 }
 
 // Pending lists the intents without an outcome, oldest first (by CreatedAt,
@@ -418,7 +584,28 @@ func (j *File) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	return sortedCopies(ps), nil
 }
 
-// Close writes and syncs the Completes still in memory, closes the file and
+// Unfinished lists the intents whose Job is not Done, with or without an
+// outcome, oldest first (by CreatedAt, then by order of Begin).
+func (j *File) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	if err := j.usableLocked(); err != nil {
+		j.mu.Unlock()
+		return nil, err
+	}
+	var ps []ordered
+	for _, e := range j.byID {
+		if unfinished(e.in) {
+			ps = append(ps, ordered{e.in, e.order}) // Body and Job are never changed in place
+		}
+	}
+	j.mu.Unlock()
+	return sortedCopies(ps), nil
+}
+
+// Close writes and syncs the Completes and Advances still in memory, closes the file and
 // releases the lock. Every method called after Close returns ErrClosed.
 func (j *File) Close() error {
 	j.mu.Lock()
@@ -436,12 +623,7 @@ func (j *File) Close() error {
 
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.flushing {
-		ch := j.flushed
-		j.mu.Unlock()
-		<-ch
-		j.mu.Lock()
-	}
+	j.waitLeaderLocked()
 	err := j.err
 	if err == nil {
 		j.flushing = true
@@ -467,9 +649,10 @@ func (j *File) usableLocked() error {
 	return j.err
 }
 
-// expired reports whether e's outcome is older than the retention period.
+// expired reports whether e was finished longer than the retention period
+// ago.
 func (j *File) expired(e *entry, now time.Time) bool {
-	return e.in.Outcome != nil && !now.Before(e.at.Add(j.cfg.retention))
+	return e.finished() && !now.Before(e.at.Add(j.cfg.retention))
 }
 
 // drop forgets e.

@@ -469,6 +469,9 @@ func TestClosed(t *testing.T) {
 	require.ErrorIs(t, j.Complete(ctx, "key-1", safegen.Outcome{}), journal.ErrClosed)
 	_, err = j.Pending(ctx)
 	require.ErrorIs(t, err, journal.ErrClosed)
+	require.ErrorIs(t, j.Advance(ctx, "key-1", safegen.Job{Step: safegen.JobStarted}), journal.ErrClosed)
+	_, err = j.Unfinished(ctx)
+	require.ErrorIs(t, err, journal.ErrClosed)
 	require.ErrorIs(t, j.Compact(), journal.ErrClosed)
 	require.ErrorIs(t, j.Close(), journal.ErrClosed)
 
@@ -515,4 +518,234 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	_, err := journal.Open("")
 	require.Error(t, err)
+}
+
+func jobOf(step safegen.JobStep, status safegen.GenerationStatus) safegen.Job {
+	return safegen.Job{Step: step, Path: "out/video.mp4", GenerationID: "gen_1", Status: status, UpdatedAt: t0}
+}
+
+func unfinishedIDs(t *testing.T, j safegen.JobJournal) []string {
+	t.Helper()
+	u, err := j.Unfinished(context.Background())
+	require.NoError(t, err)
+	ids := []string{}
+	for _, in := range u {
+		ids = append(ids, in.ID)
+	}
+	return ids
+}
+
+// An intent whose job is not done is never dropped, however old its
+// outcome; once the job is done, the retention runs from then. Each check
+// compacts and reopens, so it holds for the file, not only in memory.
+func TestRetentionKeepsUnfinishedJobs(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	opts := []journal.Option{journal.WithClock(clock.Now), journal.WithRetention(time.Hour), journal.WithCompactThreshold(0)}
+	j := openFile(t, path, opts...)
+	video, plain, late := newIntent(1), newIntent(2), newIntent(3)
+	started := jobOf(safegen.JobStarted, "")
+	video.Job = &started
+	begin(t, j, video, plain, late)
+	for _, in := range []safegen.Intent{video, plain, late} {
+		require.NoError(t, j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201}))
+	}
+	require.NoError(t, j.Advance(ctx, video.Key, jobOf(safegen.JobAccepted, safegen.StatusQueued)))
+	// late gets a job half an hour after its outcome: the complete record
+	// is past retention when the file is read again, its job record not.
+	clock.Advance(30 * time.Minute)
+	require.NoError(t, j.Advance(ctx, late.Key, started))
+
+	kept := func(in safegen.Intent) bool {
+		t.Helper()
+		probe := in
+		probe.Key = "probe-" + in.Key
+		got, err := j.Begin(ctx, probe)
+		require.NoError(t, err)
+		return got.Key == in.Key
+	}
+	// Read every record again, then the compacted file.
+	reopen := func() {
+		t.Helper()
+		require.NoError(t, j.Close())
+		j = openFile(t, path, opts...)
+		require.NoError(t, j.Compact())
+		require.NoError(t, j.Close())
+		j = openFile(t, path, opts...)
+		require.Zero(t, j.Recovery())
+	}
+	for i, step := range []struct {
+		advance    time.Duration
+		job        *safegen.Job // advanced on video before the check
+		videoKept  bool
+		unfinished []string
+	}{
+		{100 * time.Hour, nil, true, []string{"order-1", "order-3"}},
+		{time.Minute, &safegen.Job{Step: safegen.JobTerminal, Status: safegen.StatusSucceeded, UpdatedAt: t0}, true, []string{"order-1", "order-3"}},
+		{time.Minute, &safegen.Job{Step: safegen.JobDownloaded, Status: safegen.StatusSucceeded, Size: 7, UpdatedAt: t0}, true, []string{"order-3"}},
+		{time.Hour - time.Nanosecond, nil, true, []string{"order-3"}},
+		{time.Nanosecond, nil, false, []string{"order-3"}},
+	} {
+		clock.Advance(step.advance)
+		if step.job != nil {
+			require.NoError(t, j.Advance(ctx, video.Key, *step.job))
+		}
+		reopen()
+		require.Equal(t, step.unfinished, unfinishedIDs(t, j))
+		require.Equal(t, step.videoKept, kept(video), "video after %v", step.advance)
+		require.True(t, kept(late), "an unfinished job is never dropped")
+		if i == 0 {
+			require.False(t, kept(plain), "a plain call past retention is dropped")
+		}
+	}
+}
+
+// A job advanced again after it was done (a stale worker, a re-run) is
+// unfinished again and kept past the retention.
+func TestRetentionJobAdvancedAfterDone(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	opts := []journal.Option{journal.WithClock(clock.Now), journal.WithRetention(time.Hour), journal.WithCompactThreshold(0)}
+	j := openFile(t, path, opts...)
+	in := newIntent(1)
+	begin(t, j, in)
+	require.NoError(t, j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201}))
+	require.NoError(t, j.Advance(ctx, in.Key, jobOf(safegen.JobDownloaded, safegen.StatusSucceeded)))
+	clock.Advance(30 * time.Minute)
+	require.NoError(t, j.Advance(ctx, in.Key, jobOf(safegen.JobTerminal, safegen.StatusSucceeded)))
+	clock.Advance(2 * time.Hour)
+	require.NoError(t, j.Compact())
+	require.Equal(t, []string{"order-1"}, unfinishedIDs(t, j))
+	require.NoError(t, j.Close())
+	j = openFile(t, path, opts...)
+	require.Equal(t, []string{"order-1"}, unfinishedIDs(t, j))
+	require.NoError(t, j.Advance(ctx, in.Key, jobOf(safegen.JobDownloaded, safegen.StatusSucceeded)))
+	clock.Advance(time.Hour)
+	require.NoError(t, j.Compact())
+	require.Empty(t, unfinishedIDs(t, j))
+	require.Empty(t, pendingIDs(t, j))
+	fresh := in
+	fresh.Key = "fresh"
+	got, err := j.Begin(ctx, fresh)
+	require.NoError(t, err)
+	require.Equal(t, "fresh", got.Key, "dropped one retention after it was done again")
+}
+
+// Compaction keeps each intent's latest job in its one record, and the file
+// reads back the same.
+func TestCompactKeepsLatestJob(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithCompactThreshold(0))
+	want := map[string]safegen.Job{}
+	for i := range 20 {
+		in := newIntent(i)
+		begin(t, j, in)
+		for s, step := range []safegen.JobStep{safegen.JobStarted, safegen.JobAccepted, safegen.JobTerminal} {
+			job := safegen.Job{Step: step, Path: fmt.Sprintf("out/%d.mp4", i), GenerationID: fmt.Sprintf("gen_%d", i),
+				Status: safegen.StatusProcessing, UpdatedAt: t0.Add(time.Duration(s) * time.Second)}
+			if step == safegen.JobTerminal {
+				job.Status = safegen.StatusSucceeded
+			}
+			require.NoError(t, j.Advance(ctx, in.Key, job))
+			want[in.ID] = job
+		}
+		if i%2 == 0 {
+			require.NoError(t, j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201}))
+		}
+	}
+	require.NoError(t, j.Close())
+	before := fileSize(t, path)
+	j = openFile(t, path, journal.WithCompactThreshold(0))
+	require.NoError(t, j.Compact())
+	require.Less(t, fileSize(t, path), before, "three job records per intent become one")
+	require.NoError(t, j.Close())
+	j = openFile(t, path, journal.WithStrict())
+	u, err := j.Unfinished(ctx)
+	require.NoError(t, err)
+	require.Len(t, u, 20)
+	for _, in := range u {
+		require.Equal(t, want[in.ID], *in.Job, in.ID)
+		require.Equal(t, newIntent(int(in.CreatedAt.Sub(t0)/time.Second)).Body, in.Body)
+	}
+	require.Len(t, pendingIDs(t, j), 10)
+}
+
+// Advance is batched like Complete: a copy of the file taken without Close
+// may lack the latest step (the job resumes from the one before), Close
+// writes it.
+func TestAdvanceBatched(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithFlushInterval(time.Hour))
+	in := newIntent(1)
+	first := jobOf(safegen.JobStarted, "")
+	in.Job = &first
+	begin(t, j, in)
+	size := fileSize(t, path)
+	latest := jobOf(safegen.JobAccepted, safegen.StatusQueued)
+	require.NoError(t, j.Advance(ctx, in.Key, latest))
+	require.Equal(t, size, fileSize(t, path), "not written yet")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	crashed := filepath.Join(t.TempDir(), "journal")
+	require.NoError(t, os.WriteFile(crashed, data, 0o600))
+	c := openFile(t, crashed, journal.WithStrict())
+	u, err := c.Unfinished(ctx)
+	require.NoError(t, err)
+	require.Len(t, u, 1)
+	require.Equal(t, first, *u[0].Job, "the Begin's job is durable")
+
+	begin(t, j, newIntent(2)) // a Begin carries the queued Advance with it
+	require.Greater(t, fileSize(t, path), size)
+	require.NoError(t, j.Close())
+	j = openFile(t, path, journal.WithStrict())
+	u, err = j.Unfinished(ctx)
+	require.NoError(t, err)
+	require.Len(t, u, 1)
+	require.Equal(t, latest, *u[0].Job)
+}
+
+func TestAdvanceFlushedWithinInterval(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithFlushInterval(time.Millisecond))
+	begin(t, j, newIntent(1))
+	size := fileSize(t, path)
+	require.NoError(t, j.Advance(ctx, "key-1", jobOf(safegen.JobStarted, "")))
+	require.Eventually(t, func() bool { return fileSize(t, path) > size }, 5*time.Second, time.Millisecond)
+}
+
+// Under a steady stream of whole jobs that complete, the file stays bounded
+// by automatic compaction, and the few jobs left unfinished all survive it.
+func TestFileSizeBoundedWithJobs(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	path := filepath.Join(t.TempDir(), "journal")
+	const threshold = 32 << 10
+	j := openFile(t, path, journal.WithClock(clock.Now), journal.WithRetention(10*time.Second), journal.WithCompactThreshold(threshold))
+	var largest int64
+	var unfinished []string
+	for i := range 2000 {
+		in := newIntent(i)
+		job := jobOf(safegen.JobStarted, "")
+		in.Job = &job
+		begin(t, j, in)
+		require.NoError(t, j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201, Body: in.Body}))
+		require.NoError(t, j.Advance(ctx, in.Key, jobOf(safegen.JobAccepted, safegen.StatusQueued)))
+		if i%100 == 0 {
+			unfinished = append(unfinished, in.ID)
+		} else {
+			require.NoError(t, j.Advance(ctx, in.Key, jobOf(safegen.JobDownloaded, safegen.StatusSucceeded)))
+		}
+		clock.Advance(time.Second)
+		largest = max(largest, fileSize(t, path))
+	}
+	require.Less(t, largest, int64(2*threshold))
+	require.ElementsMatch(t, unfinished, unfinishedIDs(t, j))
+	require.NoError(t, j.Close())
+	j = openFile(t, path, journal.WithClock(clock.Now), journal.WithStrict())
+	require.ElementsMatch(t, unfinished, unfinishedIDs(t, j))
 }

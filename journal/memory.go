@@ -11,7 +11,7 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
-// Memory is a KeyJournal held in memory only. It deduplicates intent ids and
+// Memory is a safegen.JobJournal held in memory only. It deduplicates intent ids and
 // keys within one process run and forgets everything when the process ends,
 // so it protects nothing across a crash: use it in tests, or in processes
 // that only want intent-id deduplication. It keeps completed intents for as
@@ -28,16 +28,16 @@ type memEntry struct {
 	order uint64
 }
 
-var _ safegen.KeyJournal = (*Memory)(nil)
+var _ safegen.JobJournal = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory journal.
 func NewMemory() *Memory {
 	return &Memory{byID: make(map[string]*memEntry), byKey: make(map[string]*memEntry)}
 }
 
-// Begin records in, or returns the intent already recorded under in.ID
-// unchanged (compare its bytes with yours). A key already recorded under
-// another id is an error wrapping ErrKeyInUse.
+// Begin records in, with its Job if it has one, or returns the intent
+// already recorded under in.ID unchanged (compare its bytes with yours). A
+// key already recorded under another id is an error wrapping ErrKeyInUse.
 func (m *Memory) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
 	if err := ctx.Err(); err != nil {
 		return safegen.Intent{}, err
@@ -98,6 +98,44 @@ func (m *Memory) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	return sortedCopies(ps), nil
 }
 
+// Advance records job as the progress of the whole job of the intent with
+// this key, replacing the one recorded before. An unknown key is an error
+// wrapping ErrNotFound.
+func (m *Memory) Advance(ctx context.Context, key string, job safegen.Job) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	jb := normalizeJob(job)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.byKey[key]
+	if !ok {
+		return fmt.Errorf("%w: key %q", ErrNotFound, key)
+	}
+	e.in.Job = &jb
+	return nil
+}
+
+// Unfinished lists the intents whose Job is not Done, with or without an
+// outcome, oldest first (by CreatedAt, then by order of Begin).
+func (m *Memory) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	var ps []ordered
+	for _, e := range m.byID {
+		if unfinished(e.in) {
+			ps = append(ps, ordered{e.in, e.order})
+		}
+	}
+	m.mu.Unlock()
+	return sortedCopies(ps), nil
+}
+
+// unfinished reports whether in starts a whole job that needs more.
+func unfinished(in safegen.Intent) bool { return in.Job != nil && !in.Job.Done() }
+
 // ordered is an intent with the order of its Begin.
 type ordered struct {
 	in    safegen.Intent
@@ -128,7 +166,17 @@ func normalize(in safegen.Intent) safegen.Intent {
 	if in.Outcome != nil {
 		in.Outcome.CompletedAt = in.Outcome.CompletedAt.Round(0).UTC()
 	}
+	if in.Job != nil {
+		*in.Job = normalizeJob(*in.Job)
+	}
 	return in
+}
+
+// normalizeJob returns job with its time stripped of its monotonic reading
+// and in UTC.
+func normalizeJob(job safegen.Job) safegen.Job {
+	job.UpdatedAt = job.UpdatedAt.Round(0).UTC()
+	return job
 }
 
 // cloneIntent returns a copy of in that shares no memory with it, so neither
@@ -138,6 +186,10 @@ func cloneIntent(in safegen.Intent) safegen.Intent {
 	if in.Outcome != nil {
 		o := cloneOutcome(*in.Outcome)
 		in.Outcome = &o
+	}
+	if in.Job != nil {
+		jb := *in.Job // a Job holds no references
+		in.Job = &jb
 	}
 	return in
 }

@@ -28,22 +28,41 @@ var magic = [4]byte{0xFF, 'S', 'G', 'J'}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// FormatVersion is the journal file format this release writes. It reads
+// every version up to it:
+//
+//   - Version 1 (no header record) holds begin and complete records. A
+//     version 1 file opens and behaves as it did; it is rewritten as version 2
+//     by its first compaction or before its first job record.
+//   - Version 2 starts with a header record {"op":"header","version":2} and
+//     adds job records ({"op":"job","key":...,"job":{...}}) and the job of
+//     an intent in begin records.
+//
+// A file whose header names a newer version is refused with
+// ErrUnsupportedVersion and left untouched.
+const FormatVersion = 2
+
 // Record operations.
 const (
+	opHeader   = "header" // version 2: the first record, naming the format version
 	opBegin    = "begin"
 	opComplete = "complete"
+	opJob      = "job" // version 2: the job progress of the intent with Key
 )
 
-// record is the payload of one journal record: a begin carries the intent
-// (with its outcome and At when written by compaction), a complete carries
-// the key and the outcome.
+// record is the payload of one journal record: a header carries the format
+// version, a begin carries the intent (with its outcome and job, and At,
+// when written by compaction), a complete carries the key and the outcome,
+// a job carries the key and the job.
 type record struct {
 	Op      string           `json:"op"`
+	Version int              `json:"version,omitempty"`
 	Intent  *safegen.Intent  `json:"intent,omitempty"`
 	Key     string           `json:"key,omitempty"`
 	Outcome *safegen.Outcome `json:"outcome,omitempty"`
-	// At is when the journal recorded the outcome, on its own clock; the
-	// retention period runs from it.
+	Job     *safegen.Job     `json:"job,omitempty"`
+	// At is when the journal recorded the outcome or the job, on its own
+	// clock; the retention period runs from when the intent was finished.
 	At time.Time `json:"at,omitzero"`
 }
 
@@ -114,6 +133,10 @@ func decodeRecord(payload []byte) (record, error) {
 		return record{}, fmt.Errorf("undecodable payload: %w", err)
 	}
 	switch r.Op {
+	case opHeader:
+		if r.Version < 1 {
+			return record{}, errors.New("header record without a version")
+		}
 	case opBegin:
 		if r.Intent == nil {
 			return record{}, errors.New("begin record without intent")
@@ -124,6 +147,10 @@ func decodeRecord(payload []byte) (record, error) {
 	case opComplete:
 		if r.Key == "" || r.Outcome == nil {
 			return record{}, errors.New("complete record without key or outcome")
+		}
+	case opJob:
+		if r.Key == "" || r.Job == nil {
+			return record{}, errors.New("job record without key or job")
 		}
 	default:
 		return record{}, fmt.Errorf("unknown record op %q", r.Op)

@@ -17,7 +17,48 @@ func sampleFrames(t testing.TB) [][]byte {
 	require.NoError(t, err)
 	c, err := encodeRecord(nil, &record{Op: opComplete, Key: "key", Outcome: &safegen.Outcome{StatusCode: 201}})
 	require.NoError(t, err)
-	return [][]byte{b, c}
+	h, err := encodeRecord(nil, &record{Op: opHeader, Version: FormatVersion})
+	require.NoError(t, err)
+	job := safegen.Job{Step: safegen.JobDownloaded, Path: "out/fox.mp4", GenerationID: "gen_1", Status: safegen.StatusSucceeded,
+		Size: 1 << 20, SHA256: "ab12", UpdatedAt: time.Unix(2, 0)}
+	jb, err := encodeRecord(nil, &record{Op: opJob, Key: "key", Job: &job, At: time.Unix(3, 0)})
+	require.NoError(t, err)
+	in.Job = &job
+	bj, err := encodeRecord(nil, &record{Op: opBegin, Intent: &in})
+	require.NoError(t, err)
+	return [][]byte{b, c, h, jb, bj}
+}
+
+func TestDecodeRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		payload string
+		op      string // "" when the record is refused
+	}{
+		{"header", `{"op":"header","version":2}`, opHeader},
+		{"future header", `{"op":"header","version":9,"extra":true}`, opHeader},
+		{"header without version", `{"op":"header"}`, ""},
+		{"header version zero", `{"op":"header","version":0}`, ""},
+		{"header negative version", `{"op":"header","version":-1}`, ""},
+		{"job", `{"op":"job","key":"k","job":{"step":"accepted","path":"p","generation_id":"g"}}`, opJob},
+		{"job with unknown step", `{"op":"job","key":"k","job":{"step":"later"}}`, opJob},
+		{"job without key", `{"op":"job","job":{"step":"started"}}`, ""},
+		{"job without job", `{"op":"job","key":"k"}`, ""},
+		{"job null", `{"op":"job","key":"k","job":null}`, ""},
+		{"job of wrong type", `{"op":"job","key":"k","job":"started"}`, ""},
+		{"begin with job", `{"op":"begin","intent":{"id":"a","key":"k","method":"POST","path":"/","created_at":"2025-01-01T00:00:00Z","job":{"step":"started"}}}`, opBegin},
+		{"unknown op", `{"op":"later"}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := decodeRecord([]byte(tc.payload))
+			if tc.op == "" {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.op, r.Op)
+		})
+	}
 }
 
 func TestDecodeFrame(t *testing.T) {
@@ -79,14 +120,20 @@ func TestScanAccountsForEveryByte(t *testing.T) {
 }
 
 // FuzzDecode feeds arbitrary bytes to the record decoder and the file
-// scanner: they must never panic, never claim bytes they were not given, and
-// account for every byte as an intact record or a damaged span.
+// scanner: they must never panic, never claim bytes they were not given,
+// account for every byte as an intact record or a damaged span, and never
+// accept a format version they do not read.
 func FuzzDecode(f *testing.F) {
 	frames := sampleFrames(f)
 	f.Add(frames[0])
 	f.Add(bytes.Join(frames, nil))
 	f.Add(bytes.Join([][]byte{frames[0], {0xff, 'S', 'G'}, frames[1]}, nil))
 	f.Add(frames[1][:7])
+	f.Add(bytes.Join([][]byte{frames[2], frames[4], frames[3], frames[1]}, nil)) // a version 2 file
+	f.Add(frames[3])
+	f.Add(frames[2][:headerSize+5])
+	f.Add(appendFrame(nil, []byte(`{"op":"header","version":99}`)))
+	f.Add(appendFrame(nil, []byte(`{"op":"job","key":"k","job":{"step":1}}`)))
 	f.Add([]byte{0xff, 'S', 'G', 'J', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
 	f.Add([]byte("{}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -116,6 +163,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if covered != len(data) {
 			t.Fatalf("scan accounted for %d of %d bytes", covered, len(data))
+		}
+		if v, err := versionOf(res); err == nil && (v < 1 || v > FormatVersion) {
+			t.Fatalf("version %d accepted", v)
 		}
 	})
 }

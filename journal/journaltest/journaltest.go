@@ -22,6 +22,9 @@ import (
 // subtest calls open once and expects a fresh, empty journal; open should
 // register its own cleanup (t.Cleanup) to close it. Implementations report
 // conflicts with errors wrapping safegen.ErrKeyInUse and safegen.ErrIntentNotFound.
+// When the journals also implement safegen.JobJournal, the subtests under
+// "Jobs" check Advance and Unfinished too (see RunJobs); otherwise "Jobs"
+// is skipped, saying why.
 func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 	t.Helper()
 	for _, tc := range []struct {
@@ -44,6 +47,12 @@ func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t)) })
 	}
+	t.Run("Jobs", func(t *testing.T) {
+		if j, ok := open(t).(safegen.JobJournal); !ok {
+			t.Skipf("%T does not implement safegen.JobJournal", j)
+		}
+		RunJobs(t, func(t *testing.T) safegen.JobJournal { return open(t).(safegen.JobJournal) })
+	})
 }
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
