@@ -1,20 +1,39 @@
 // Package journal holds the KeyJournal implementations of safegen: the
 // durable record of every billable call's intent, written before the call's
 // first byte is sent, so that its idempotency key survives a crash of the
-// caller's process and the call is billed at most once and never lost.
+// caller's process and the call is billed at most once and never lost. Both
+// also implement safegen.JobJournal: they record the steps of whole jobs
+// (Generations.Run: create, wait, download), so a resumed job carries on
+// from its last recorded step.
 //
 // File is the embedded default: an append-only file of checksummed records.
 // Begin returns only once its record is fsynced, and concurrent Begins share
 // one fsync (group commit), so a busy process pays about one disk flush per
-// batch rather than per call. Complete is batched, because losing an outcome
-// only costs a harmless replay under the same key. The file keeps completed
-// intents for a retention period (a server key window plus a margin),
-// compacts itself, repairs a torn or damaged file at Open (Recovery says what
-// it dropped), and is locked against a second opener (ErrLocked).
+// batch rather than per call. Complete and Advance are batched, because
+// losing an outcome only costs a harmless replay under the same key, and
+// losing a job step only costs redoing it. The file keeps finished intents
+// (outcome recorded, job done or none) for a retention period (a server key
+// window plus a margin) and unfinished jobs for as long as they are
+// unfinished, compacts itself, repairs a torn or damaged file at Open
+// (Recovery says what it dropped), and is locked against a second opener
+// (ErrLocked).
+//
+// # File format versions
+//
+// Journal files are versioned (FormatVersion). A new file starts with a
+// header record naming its version, 2. A file without a header is version 1,
+// as written by releases before jobs: it opens and behaves as it did, and is
+// rewritten as version 2 by its first compaction or before its first job
+// record goes into it. A file whose header names a version newer than
+// FormatVersion is refused with ErrUnsupportedVersion and left untouched.
+// A release that only reads version 1 sees the header and the job records of
+// a version 2 file as damaged records: it repairs them away (keeping every
+// intent and outcome, losing the job steps) or, with WithStrict, refuses the
+// file.
 //
 // Memory keeps the same promises within one process run only, for tests and
 // for programs that want intent-id deduplication without a file.
 //
-// Package journaltest holds the conformance suite every KeyJournal
-// implementation must pass.
+// Package journaltest holds the conformance suite every KeyJournal (and
+// JobJournal) implementation must pass.
 package journal
