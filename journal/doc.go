@@ -1,10 +1,10 @@
 // Package journal holds the KeyJournal implementations of safegen: the
 // durable record of every billable call's intent, written before the call's
 // first byte is sent, so that its idempotency key survives a crash of the
-// caller's process and the call is billed at most once and never lost. Both
-// also implement safegen.JobJournal: they record the steps of whole jobs
-// (Generations.Run: create, wait, download), so a resumed job carries on
-// from its last recorded step.
+// caller's process and the call is billed at most once and never lost. File
+// and Memory also implement safegen.JobJournal: they record the steps of
+// whole jobs (Generations.Run: create, wait, download), so a resumed job
+// carries on from its last recorded step.
 //
 // File is the embedded default: an append-only file of checksummed records.
 // Begin returns only once its record is fsynced, and concurrent Begins share
