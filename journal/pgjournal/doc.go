@@ -1,7 +1,9 @@
 // Package pgjournal is a safegen.KeyJournal in PostgreSQL, for a fleet of
 // workers that submit billable calls: every worker reaches the same intents,
 // so a worker that dies is finished by another, and each logical call is
-// still billed at most once and never lost.
+// still billed at most once and never lost. It is also a safegen.JobJournal:
+// the steps of whole jobs (Generations.Run) are recorded with their intents,
+// so a job whose worker died is carried on by another from its last step.
 //
 // New creates or migrates its schema itself (a versioned migration under
 // pg_advisory_xact_lock, safe when many workers start at once). Intents are
@@ -17,6 +19,16 @@
 // last renewal. Complete releases the lease. Lease times are on the
 // database clock only.
 //
+// Jobs are leased the same way. An intent stays leased, and renewed, while
+// it is pending or its job is unfinished: Complete keeps the lease of an
+// intent whose job is unfinished, and Advance releases it once the job is
+// Done and the outcome recorded. Unfinished, like Pending, claims only the
+// unfinished jobs this worker owns or whose lease has run out (FOR UPDATE
+// SKIP LOCKED and the owner update in one statement), so two live workers
+// never drive the same job at once. Advance takes the lease when nobody live
+// holds it and leaves another live worker's alone; it commits before it
+// returns (it is not batched).
+//
 // What a lease does not do: a worker paused for longer than its lease (a GC
 // pause, SIGSTOP, a VM migration) may wake up and send an intent that
 // another worker has taken over meanwhile. Both send the same idempotency
@@ -24,9 +36,19 @@
 // the lease prevents duplicate work; the idempotency key prevents duplicate
 // billing.
 //
-// Completed intents are deleted one retention (WithRetention, default 25h:
-// a 24h server key window plus an hour) after they completed, by a
-// background pruner at most once per WithPruneInterval, or by Prune.
+// Finished intents (outcome recorded, job done or none) are deleted one
+// retention (WithRetention, default 25h: a 24h server key window plus an
+// hour) after they finished, by a background pruner at most once per
+// WithPruneInterval, or by Prune. An unfinished job is never deleted,
+// however old its outcome.
+//
+// The schema is versioned (SchemaVersion): version 2 adds the job columns to
+// version 1's table without rewriting its rows. A worker of an older release
+// refuses a database at a newer version when it starts (New); one already
+// running during the migration keeps working but knows nothing of jobs: its
+// Complete releases the lease of an unfinished job, and its Prune may delete
+// an unfinished job whose outcome is past the retention. Finish a rolling
+// upgrade well within the retention.
 //
 // Close stops the renewer and the pruner; it does not close the pool, which
 // the caller owns.

@@ -40,14 +40,15 @@ func (j *Journal) background() {
 }
 
 // Renew extends, to one lease from now on the database clock, the lease of
-// every pending intent this worker owns, and returns how many it renewed.
+// every intent this worker owns that is pending or whose job is unfinished,
+// and returns how many it renewed.
 // The journal calls it every lease/3 by itself; it is exported for tests and
 // for callers that want to renew at a moment of their choosing.
 func (j *Journal) Renew(ctx context.Context) (int64, error) {
 	j.claimMu.Lock()
 	defer j.claimMu.Unlock()
 	tag, err := j.pool.Exec(ctx, `UPDATE safegen_intents SET lease_until = now() + $3 * interval '1 microsecond'
-		WHERE namespace = $1 AND owner = $2 AND done_at IS NULL`,
+		WHERE namespace = $1 AND owner = $2 AND (done_at IS NULL OR job_unfinished)`,
 		j.cfg.namespace, j.cfg.owner, j.leaseMicros())
 	if err != nil {
 		return 0, fmt.Errorf("pgjournal: renewing leases: %w", err)
@@ -55,13 +56,15 @@ func (j *Journal) Renew(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
-// Prune deletes the namespace's intents completed more than the retention
-// ago (on the database clock) and returns how many it deleted. The journal
-// runs it by itself at most once per prune interval; pending intents are
-// never pruned.
+// Prune deletes the namespace's finished intents (outcome recorded, job done
+// or none) finished more than the retention ago (on the database clock:
+// from the later of the outcome and the job's end) and returns how many it
+// deleted. The journal runs it by itself at most once per prune interval;
+// pending intents and unfinished jobs are never pruned.
 func (j *Journal) Prune(ctx context.Context) (int64, error) {
 	tag, err := j.pool.Exec(ctx, `DELETE FROM safegen_intents
-		WHERE namespace = $1 AND done_at IS NOT NULL AND done_at < now() - $2 * interval '1 microsecond'`,
+		WHERE namespace = $1 AND done_at IS NOT NULL AND done_at < now() - $2 * interval '1 microsecond'
+		  AND NOT job_unfinished AND (job_done_at IS NULL OR job_done_at < now() - $2 * interval '1 microsecond')`,
 		j.cfg.namespace, j.cfg.retention.Microseconds())
 	if err != nil {
 		return 0, fmt.Errorf("pgjournal: pruning: %w", err)

@@ -2,6 +2,7 @@ package pgjournal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -16,12 +17,13 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
-// Journal is a safegen.KeyJournal stored in PostgreSQL and shared by every
+// Journal is a safegen.JobJournal stored in PostgreSQL and shared by every
 // worker of a fleet that uses the same namespace. Begin commits before it
 // returns; every worker finds every intent by its id; a worker owns (leases)
 // the intents it begins or claims and renews those leases while it lives, so
-// that Pending hands a worker only its own intents and those of workers that
-// died. It is safe for concurrent use by multiple goroutines.
+// that Pending and Unfinished hand a worker only its own intents and those
+// of workers that died. A lease lasts while the intent is pending or its job
+// unfinished. It is safe for concurrent use by multiple goroutines.
 type Journal struct {
 	pool *pgxpool.Pool
 	cfg  config
@@ -34,13 +36,13 @@ type Journal struct {
 	mu        sync.Mutex
 	lastPrune time.Time
 
-	// claimMu keeps this journal's own renewals and claims apart: a claim
-	// skips locked rows, and it must not skip the rows its own renewer
-	// holds for an instant.
-	claimMu sync.Mutex
+	// claimMu keeps this journal's own renewals, claims and Advances apart:
+	// a claim skips locked rows, and it must not skip the rows its own
+	// renewer or Advance holds for an instant. Advances share it (RLock).
+	claimMu sync.RWMutex
 }
 
-var _ safegen.KeyJournal = (*Journal)(nil)
+var _ safegen.JobJournal = (*Journal)(nil)
 
 // New creates or migrates the schema in the database pool reaches, and
 // returns a Journal that starts renewing its leases in the background. The
@@ -99,14 +101,15 @@ func (j *Journal) closed() bool { return j.ctx.Err() != nil }
 // microsecond: lease ends are computed on the database clock.
 func (j *Journal) leaseMicros() int64 { return j.cfg.lease.Microseconds() }
 
-const cols = `intent_id, key, method, path, body, created_at, done_at IS NOT NULL, status, out_body, request_id, expired, completed_at`
+const cols = `intent_id, key, method, path, body, created_at, done_at IS NOT NULL, status, out_body, request_id, expired, completed_at, job`
 
-// Begin records in with a lease for this worker and returns it once the
-// transaction has committed, or returns the intent already recorded under
-// in.ID by any worker, unchanged (compare its bytes with yours). An existing
-// pending intent is leased to this worker if its lease ran out. A key
-// recorded under another id is an error wrapping safegen.ErrKeyInUse.
-// Times are kept to the microsecond.
+// Begin records in, with in.Job if it has one, with a lease for this worker
+// and returns it once the transaction has committed, or returns the intent
+// already recorded under in.ID by any worker, unchanged (compare its bytes
+// with yours). An existing intent that is pending or whose job is unfinished
+// is leased to this worker if its lease ran out. A key recorded under
+// another id is an error wrapping safegen.ErrKeyInUse. Times are kept to the
+// microsecond (the job's UpdatedAt to the nanosecond).
 func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent, error) {
 	if j.closed() {
 		return safegen.Intent{}, safegen.ErrJournalClosed
@@ -118,13 +121,17 @@ func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent,
 	if body == nil {
 		body = []byte{}
 	}
+	job, unfinished, err := jobParam(in.Job)
+	if err != nil {
+		return safegen.Intent{}, fmt.Errorf("pgjournal: begin %q: %w", in.ID, err)
+	}
 	ns := j.cfg.namespace
 	rows, err := j.pool.Query(ctx, `INSERT INTO safegen_intents
-			(namespace, intent_id, key, method, path, body, created_at, owner, lease_until)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 microsecond')
+			(namespace, intent_id, key, method, path, body, created_at, owner, lease_until, job, job_unfinished)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 microsecond', $10::jsonb, $11)
 		ON CONFLICT (namespace, intent_id) DO NOTHING
 		RETURNING `+cols,
-		ns, in.ID, in.Key, in.Method, in.Path, body, in.CreatedAt.UTC(), j.cfg.owner, j.leaseMicros())
+		ns, in.ID, in.Key, in.Method, in.Path, body, in.CreatedAt.UTC(), j.cfg.owner, j.leaseMicros(), job, unfinished)
 	if err != nil {
 		return safegen.Intent{}, fmt.Errorf("pgjournal: begin %q: %w", in.ID, err)
 	}
@@ -144,7 +151,7 @@ func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent,
 	// if nobody holds one, so the renewer keeps it while this worker sends.
 	rows, err = j.pool.Query(ctx, `WITH claim AS (
 			UPDATE safegen_intents SET owner = $3, lease_until = now() + $4 * interval '1 microsecond'
-			WHERE namespace = $1 AND intent_id = $2 AND done_at IS NULL
+			WHERE namespace = $1 AND intent_id = $2 AND (done_at IS NULL OR job_unfinished)
 			  AND (owner = $3 OR lease_until IS NULL OR lease_until <= now()))
 		SELECT `+cols+` FROM safegen_intents WHERE namespace = $1 AND intent_id = $2`,
 		ns, in.ID, j.cfg.owner, j.leaseMicros())
@@ -163,8 +170,10 @@ func (j *Journal) Begin(ctx context.Context, in safegen.Intent) (safegen.Intent,
 }
 
 // Complete records the outcome of the intent with this key and releases its
-// lease. Completing an unknown key is an error wrapping safegen.ErrIntentNotFound;
-// completing a completed one does nothing (the first outcome stays).
+// lease, unless its job is unfinished: the lease then stays with its holder
+// until the job is done. Completing an unknown key is an error wrapping
+// safegen.ErrIntentNotFound; completing a completed one does nothing (the
+// first outcome stays).
 func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome) error {
 	if j.closed() {
 		return safegen.ErrJournalClosed
@@ -176,7 +185,8 @@ func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome)
 	ns := j.cfg.namespace
 	tag, err := j.pool.Exec(ctx, `UPDATE safegen_intents
 		SET done_at = now(), status = $3, out_body = $4, request_id = $5, expired = $6, completed_at = $7,
-		    owner = NULL, lease_until = NULL
+		    owner = CASE WHEN job_unfinished THEN owner END,
+		    lease_until = CASE WHEN job_unfinished THEN lease_until END
 		WHERE namespace = $1 AND key = $2 AND done_at IS NULL`,
 		ns, key, out.StatusCode, ob, out.RequestID, out.Expired, out.CompletedAt.UTC())
 	if err != nil {
@@ -202,6 +212,65 @@ func (j *Journal) Complete(ctx context.Context, key string, out safegen.Outcome)
 // at once never get the same intent) and leases them to this worker. Intents
 // leased by another live worker are not listed: that worker is sending them.
 func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
+	return j.claim(ctx, "pending", "done_at IS NULL")
+}
+
+// Advance records job as the progress of the whole job of the intent with
+// this key (in the namespace), replacing the one recorded before, and
+// commits before it returns. While the intent is pending or its job
+// unfinished, Advance leases it to this worker if this worker holds the
+// lease or nobody live does, and leaves another live worker's lease alone
+// (both record the same facts; the idempotency key keeps billing single).
+// Once the intent has its outcome and its job is Done, Advance releases the
+// lease and the retention period starts. An unknown key is an error wrapping
+// safegen.ErrIntentNotFound.
+func (j *Journal) Advance(ctx context.Context, key string, job safegen.Job) error {
+	if j.closed() {
+		return safegen.ErrJournalClosed
+	}
+	doc, unfinished, err := jobParam(&job)
+	if err != nil {
+		return fmt.Errorf("pgjournal: advance %q: %w", key, err)
+	}
+	j.claimMu.RLock()
+	defer j.claimMu.RUnlock()
+	ns := j.cfg.namespace
+	tag, err := j.pool.Exec(ctx, `UPDATE safegen_intents SET job = $3::jsonb, job_unfinished = $4,
+			job_done_at = CASE WHEN job_unfinished AND NOT $4 THEN now() ELSE job_done_at END,
+			owner = CASE
+				WHEN done_at IS NOT NULL AND NOT $4 THEN NULL
+				WHEN owner = $5 OR lease_until IS NULL OR lease_until <= now() THEN $5
+				ELSE owner END,
+			lease_until = CASE
+				WHEN done_at IS NOT NULL AND NOT $4 THEN NULL
+				WHEN owner = $5 OR lease_until IS NULL OR lease_until <= now() THEN now() + $6 * interval '1 microsecond'
+				ELSE lease_until END
+		WHERE namespace = $1 AND key = $2`,
+		ns, key, doc, unfinished, j.cfg.owner, j.leaseMicros())
+	if err != nil {
+		return fmt.Errorf("pgjournal: advance %q: %w", key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: key %q in namespace %q", safegen.ErrIntentNotFound, key, ns)
+	}
+	return nil
+}
+
+// Unfinished claims and returns, oldest first, the intents of the namespace
+// whose job is not Done, with or without an outcome, that this worker owns
+// or whose lease has run out, as Pending does: locked with FOR UPDATE SKIP
+// LOCKED and leased to this worker in one statement, so two live workers
+// never drive the same job at once. Jobs leased by another live worker are
+// not listed: that worker is driving them. A dead worker's unfinished jobs
+// are listed one lease after its last renewal.
+func (j *Journal) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
+	return j.claim(ctx, "unfinished", "job_unfinished")
+}
+
+// claim leases to this worker and returns, oldest first, the intents of the
+// namespace that match where (an SQL condition on the row) and that this
+// worker owns or whose lease has run out.
+func (j *Journal) claim(ctx context.Context, op, where string) ([]safegen.Intent, error) {
 	if j.closed() {
 		return nil, safegen.ErrJournalClosed
 	}
@@ -209,7 +278,7 @@ func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
 	defer j.claimMu.Unlock()
 	rows, err := j.pool.Query(ctx, `WITH claimable AS (
 			SELECT namespace, intent_id FROM safegen_intents
-			WHERE namespace = $1 AND done_at IS NULL
+			WHERE namespace = $1 AND `+where+`
 			  AND (owner = $2 OR lease_until IS NULL OR lease_until <= now())
 			ORDER BY created_at, seq
 			FOR UPDATE SKIP LOCKED)
@@ -218,19 +287,19 @@ func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
 		RETURNING i.seq, `+prefixed("i."),
 		j.cfg.namespace, j.cfg.owner, j.leaseMicros())
 	if err != nil {
-		return nil, fmt.Errorf("pgjournal: pending: %w", err)
+		return nil, fmt.Errorf("pgjournal: %s: %w", op, err)
 	}
 	var ps []seqIntent
 	for rows.Next() {
 		var p seqIntent
 		if err := scanIntent(rows, &p.in, &p.seq); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("pgjournal: pending: %w", err)
+			return nil, fmt.Errorf("pgjournal: %s: %w", op, err)
 		}
 		ps = append(ps, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgjournal: pending: %w", err)
+		return nil, fmt.Errorf("pgjournal: %s: %w", op, err)
 	}
 	// UPDATE ... RETURNING keeps no order.
 	sort.Slice(ps, func(a, b int) bool {
@@ -244,6 +313,21 @@ func (j *Journal) Pending(ctx context.Context) ([]safegen.Intent, error) {
 		out[i] = p.in
 	}
 	return out, nil
+}
+
+// jobParam returns the JSON of job for a jsonb parameter (nil for no job)
+// and whether the job is unfinished.
+func jobParam(job *safegen.Job) (doc any, unfinished bool, err error) {
+	if job == nil {
+		return nil, false, nil
+	}
+	jb := *job
+	jb.UpdatedAt = jb.UpdatedAt.Round(0).UTC()
+	b, err := json.Marshal(jb)
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding the job: %w", err)
+	}
+	return string(b), !jb.Done(), nil
 }
 
 type seqIntent struct {
@@ -281,8 +365,9 @@ func scanIntent(rows pgx.Rows, in *safegen.Intent, seq *int64) error {
 		expired     bool
 		completedAt *time.Time
 		createdAt   time.Time
+		job         []byte
 	)
-	dest := []any{&in.ID, &in.Key, &in.Method, &in.Path, &in.Body, &createdAt, &done, &status, &outBody, &requestID, &expired, &completedAt}
+	dest := []any{&in.ID, &in.Key, &in.Method, &in.Path, &in.Body, &createdAt, &done, &status, &outBody, &requestID, &expired, &completedAt, &job}
 	if seq != nil {
 		dest = append([]any{seq}, dest...)
 	}
@@ -290,6 +375,12 @@ func scanIntent(rows pgx.Rows, in *safegen.Intent, seq *int64) error {
 		return err
 	}
 	in.CreatedAt = createdAt.UTC()
+	if job != nil {
+		in.Job = new(safegen.Job)
+		if err := json.Unmarshal(job, in.Job); err != nil {
+			return fmt.Errorf("decoding the job of %q: %w", in.ID, err)
+		}
+	}
 	if !done {
 		return nil
 	}

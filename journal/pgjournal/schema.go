@@ -39,6 +39,19 @@ var migrations = []string{
 	CREATE INDEX safegen_intents_pending ON safegen_intents (namespace, created_at, seq) WHERE done_at IS NULL;
 	CREATE INDEX safegen_intents_owner ON safegen_intents (namespace, owner) WHERE done_at IS NULL;
 	CREATE INDEX safegen_intents_done ON safegen_intents (namespace, done_at) WHERE done_at IS NOT NULL;`,
+	// 2: the job of a whole paid job (Generations.Run) an intent starts,
+	// as the JSON of safegen.Job; job_unfinished is job IS NOT NULL AND NOT
+	// Job.Done(), computed by the client, and keeps the row leased and
+	// unpruned whatever done_at says; job_done_at is when (database clock)
+	// the job went from unfinished to done: the retention runs from the
+	// later of it and done_at. Adding columns with constant defaults
+	// rewrites no row.
+	`ALTER TABLE safegen_intents
+		ADD COLUMN job            jsonb,
+		ADD COLUMN job_unfinished boolean NOT NULL DEFAULT false,
+		ADD COLUMN job_done_at    timestamptz;
+	CREATE INDEX safegen_intents_unfinished ON safegen_intents (namespace, created_at, seq) WHERE job_unfinished;
+	CREATE INDEX safegen_intents_job_owner ON safegen_intents (namespace, owner) WHERE job_unfinished;`,
 }
 
 // SchemaVersion is the schema version this package creates and expects.
