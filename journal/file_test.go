@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -748,4 +749,87 @@ func TestFileSizeBoundedWithJobs(t *testing.T) {
 	require.NoError(t, j.Close())
 	j = openFile(t, path, journal.WithClock(clock.Now), journal.WithStrict())
 	require.ElementsMatch(t, unfinished, unfinishedIDs(t, j))
+}
+
+// Advances, Completes and Begins race with compactions (automatic and
+// explicit): every intent ends with its last job, in memory and on disk.
+func TestConcurrentAdvanceAndCompact(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithCompactThreshold(4<<10), journal.WithFlushInterval(time.Millisecond))
+	const workers, each = 8, 40
+	last := func(i int) safegen.Job {
+		if i%4 == 0 {
+			return safegen.Job{Step: safegen.JobTerminal, Path: fmt.Sprint(i), GenerationID: fmt.Sprint("gen_", i), Status: safegen.StatusSucceeded, UpdatedAt: t0}
+		}
+		return safegen.Job{Step: safegen.JobDownloaded, Path: fmt.Sprint(i), GenerationID: fmt.Sprint("gen_", i), Status: safegen.StatusSucceeded, Size: int64(i), UpdatedAt: t0}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each*4+1000)
+	stop := make(chan struct{})
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range each {
+				i := w*each + k
+				in := newIntent(i)
+				job := safegen.Job{Step: safegen.JobStarted, Path: fmt.Sprint(i), UpdatedAt: t0}
+				in.Job = &job
+				if _, err := j.Begin(ctx, in); err != nil {
+					errs <- err
+					return
+				}
+				errs <- j.Advance(ctx, in.Key, safegen.Job{Step: safegen.JobAccepted, Path: fmt.Sprint(i), GenerationID: fmt.Sprint("gen_", i), UpdatedAt: t0})
+				errs <- j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201, Body: in.Body})
+				errs <- j.Advance(ctx, in.Key, last(i))
+			}
+		}()
+	}
+	var compactor sync.WaitGroup
+	compactor.Add(1)
+	go func() {
+		defer compactor.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			errs <- j.Compact()
+			_, err := j.Unfinished(ctx)
+			errs <- err
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	compactor.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	check := func(j *journal.File) {
+		t.Helper()
+		var want []string
+		for i := range workers * each {
+			in := newIntent(i)
+			probe := in
+			probe.Key = "probe"
+			got, err := j.Begin(ctx, probe)
+			require.NoError(t, err)
+			require.Equal(t, in.Key, got.Key)
+			require.NotNil(t, got.Outcome)
+			require.Equal(t, last(i), *got.Job, in.ID)
+			if !got.Job.Done() {
+				want = append(want, in.ID)
+			}
+		}
+		require.ElementsMatch(t, want, unfinishedIDs(t, j))
+		require.Empty(t, pendingIDs(t, j))
+	}
+	check(j)
+	require.NoError(t, j.Close())
+	j = openFile(t, path, journal.WithStrict())
+	require.Zero(t, j.Recovery())
+	check(j)
 }
