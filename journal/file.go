@@ -102,10 +102,11 @@ type RecoveryReport struct {
 // (its first bytes are not a journal record and no intact record can be
 // found in it) is refused with ErrNotJournal, and one written in a newer
 // format than FormatVersion with ErrUnsupportedVersion; both are left
-// untouched. Use WithMustExist to refuse a missing file too. It takes an exclusive lock on
-// path+".lock", replays the records, and repairs a damaged file (see Recovery)
-// unless WithStrict is given. While it runs, a File writes nothing but the
-// journal, its lock file and, during compaction, path+".compact".
+// untouched. Use WithMustExist to refuse a missing file too. It takes an
+// exclusive lock on path+".lock", replays the records, and repairs a damaged
+// file (see Recovery) unless WithStrict is given. While it runs, a File
+// writes nothing but the journal, its lock file and, during compaction,
+// path+".compact".
 func Open(path string, opts ...Option) (*File, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -605,8 +606,8 @@ func (j *File) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
 	return sortedCopies(ps), nil
 }
 
-// Close writes and syncs the Completes and Advances still in memory, closes the file and
-// releases the lock. Every method called after Close returns ErrClosed.
+// Close writes and syncs the Completes and Advances still in memory, closes
+// the file and releases the lock. Every method called after Close returns ErrClosed.
 func (j *File) Close() error {
 	j.mu.Lock()
 	if j.closed {

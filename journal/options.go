@@ -39,9 +39,10 @@ func defaultConfig() config {
 	}
 }
 
-// WithRetention sets how long a completed intent is kept after its outcome
-// was recorded (on the journal's clock) before compaction may drop it.
-// Pending intents are never dropped. Default DefaultRetention (25 h).
+// WithRetention sets how long a finished intent is kept after it finished
+// (its outcome was recorded and its job, if it has one, is Done; on the
+// journal's clock) before compaction may drop it. Pending intents and
+// unfinished jobs are never dropped. Default DefaultRetention (25 h).
 func WithRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -52,8 +53,8 @@ func WithRetention(d time.Duration) Option {
 	}
 }
 
-// WithClock sets the clock that dates outcomes for retention. Default
-// time.Now.
+// WithClock sets the clock that dates outcomes and job steps for
+// retention. Default time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
