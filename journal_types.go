@@ -157,8 +157,8 @@ var (
 	// already holds under another intent id. It also matches
 	// ErrIdempotencyKeyReuse: one key, two logical calls.
 	ErrKeyInUse error = keyInUseError{}
-	// ErrIntentNotFound means Complete was given a key the journal does not
-	// hold.
+	// ErrIntentNotFound means Complete or Advance was given a key the
+	// journal does not hold.
 	ErrIntentNotFound = errors.New("journal: no intent with this key")
 	// ErrJournalClosed means the journal was used after Close.
 	ErrJournalClosed = errors.New("journal: closed")

@@ -14,8 +14,8 @@ var (
 	// It is safegen.ErrKeyInUse, and also matches
 	// safegen.ErrIdempotencyKeyReuse.
 	ErrKeyInUse = safegen.ErrKeyInUse
-	// ErrNotFound means Complete was given a key the journal does not hold.
-	// It is safegen.ErrIntentNotFound.
+	// ErrNotFound means Complete or Advance was given a key the journal
+	// does not hold. It is safegen.ErrIntentNotFound.
 	ErrNotFound = safegen.ErrIntentNotFound
 	// ErrClosed means the journal was used after Close. It is
 	// safegen.ErrJournalClosed.
