@@ -57,3 +57,51 @@ func ExampleOpen() {
 	// key: 3f1c9a0e-key pending: true
 	// pending intents: 0
 }
+
+// A whole job's steps survive a restart: Unfinished lists the job, with its
+// recorded outcome and its last step, until its output is on disk.
+func ExampleFile_Unfinished() {
+	dir, err := os.MkdirTemp("", "journal-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "safegen.journal")
+	ctx := context.Background()
+
+	j, err := journal.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	in := safegen.Intent{
+		ID: "order-17", Key: "3f1c9a0e-key", Method: "POST", Path: "/v1/generations",
+		Body: []byte(`{"model":"veo-3-1-fast","prompt":"a fox"}`), CreatedAt: time.Now(),
+		Job: &safegen.Job{Step: safegen.JobStarted, Path: "out/fox.mp4"},
+	}
+	if _, err := j.Begin(ctx, in); err != nil {
+		panic(err)
+	}
+	if err := j.Complete(ctx, in.Key, safegen.Outcome{StatusCode: 201, Body: []byte(`{"id":"gen_1"}`)}); err != nil {
+		panic(err)
+	}
+	accepted := safegen.Job{Step: safegen.JobAccepted, Path: "out/fox.mp4", GenerationID: "gen_1", UpdatedAt: time.Now()}
+	if err := j.Advance(ctx, in.Key, accepted); err != nil {
+		panic(err)
+	}
+	j.Close() // a crash may lose the last Advance: the job then redoes that step
+
+	j, err = journal.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer j.Close()
+	jobs, err := j.Unfinished(ctx)
+	if err != nil {
+		panic(err)
+	}
+	for _, u := range jobs {
+		fmt.Println(u.ID, u.Job.Step, u.Job.GenerationID, "create answered:", u.Outcome.StatusCode)
+	}
+	// Output:
+	// order-17 accepted gen_1 create answered: 201
+}
