@@ -9,9 +9,10 @@ set -euo pipefail
 release=1d3b33e
 repo=$(git rev-parse --show-toplevel)
 out="$repo/journal/testdata"
-wt="${1:-$(mktemp -d)/oldrel}"
+tmp=""
+if [ -n "${1:-}" ]; then wt=$1; else tmp=$(mktemp -d); wt=$tmp/oldrel; fi
 git -C "$repo" worktree add --detach "$wt" "$release" >&2
-trap 'git -C "$repo" worktree remove --force "$wt"' EXIT
+trap 'git -C "$repo" worktree remove --force "$wt"; [ -z "$tmp" ] || rmdir "$tmp"' EXIT
 mkdir -p "$wt/internal/v1gen"
 cp "$out/v1gen/main.go" "$wt/internal/v1gen/main.go"
 (cd "$wt" && GOFLAGS=-buildvcs=false go run ./internal/v1gen "$out")
