@@ -549,4 +549,3 @@ func TestOutputsInEveryDialect(t *testing.T) {
 		})
 	}
 }
-
