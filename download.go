@@ -126,8 +126,15 @@ func (s *GenerationsService) Download(ctx context.Context, gen *Generation, path
 	return d.run(ctx)
 }
 
-// downloadBuffer is the size of the reads and writes of a download.
-const downloadBuffer = 256 << 10
+// downloadBuffer is the size of the reads and writes of a download, and
+// downloadBuffers how many are in flight between the copy and the hash.
+const (
+	downloadBuffer  = 256 << 10
+	downloadBuffers = 4
+)
+
+// writebackBytes is how often a download starts the disk's writeback.
+const writebackBytes = 8 << 20
 
 // progressBytes is how much an attempt must store to count as progress.
 const progressBytes = 64 << 10
@@ -160,7 +167,8 @@ type download struct {
 	f         *os.File
 	h         hash.Hash
 	off       int64 // bytes in the partial, all hashed
-	buf       []byte
+	buf       []byte   // bufs[0], for reading files back
+	bufs      [][]byte // the copy's buffers
 	recorded  bool // the meta file describes the partial
 	recleaned bool // restarted from zero once after a mismatch of reused bytes
 	refreshed bool // the URL was just refreshed and not tried yet
@@ -199,8 +207,12 @@ func (s *GenerationsService) newDownload(ctx context.Context, cs *settings, gen 
 	d := &download{
 		svc: s, s: cs, opts: opts, id: gen.ID, path: path, part: path + ".partial", meta: path + ".partial.meta",
 		url: u, expires: gen.Output.ExpiresAt, size: -1, sha: sha, contentType: gen.Output.ContentType,
-		h: sha256.New(), buf: make([]byte, downloadBuffer),
+		h: sha256.New(),
 	}
+	for range downloadBuffers {
+		d.bufs = append(d.bufs, make([]byte, downloadBuffer))
+	}
+	d.buf = d.bufs[0]
 	if gen.Output.Size > 0 || sha != "" {
 		d.size = gen.Output.Size // with a sha256, a size of 0 is an empty output
 	}
@@ -558,27 +570,56 @@ func (e *writeError) Error() string { return e.err.Error() }
 
 var errTooLong = errors.New("body longer than the output")
 
-// copy streams the body to the partial file and the hash, resetting the
-// idle timer on every read that brings bytes.
+// copy streams the body to the partial file and the hash. Reads and file
+// writes run here; SHA-256, which costs about as much CPU as the copy
+// itself, runs on a second goroutine a few buffers behind, so the two
+// overlap. It returns only once every byte written is hashed. Every
+// writebackBytes it starts the disk writing what it has (startWriteback).
 func (d *download) copy(body io.Reader, idle *time.Timer) (int64, error) {
+	free := make(chan []byte, len(d.bufs))
+	hashing := make(chan []byte, len(d.bufs))
+	for _, b := range d.bufs {
+		free <- b
+	}
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range hashing {
+			d.h.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(hashing)
+		<-hashed
+	}()
 	var n int64
 	for {
-		m, rerr := body.Read(d.buf)
+		buf := <-free
+		m, rerr := body.Read(buf)
 		if m > 0 {
 			if idle != nil {
 				idle.Reset(d.s.idleTimeout)
 			}
 			if d.size >= 0 && d.off+int64(m) > d.size {
+				free <- buf
 				return n, errTooLong
 			}
-			if _, err := d.f.WriteAt(d.buf[:m], d.off); err != nil {
+			if _, err := d.f.WriteAt(buf[:m], d.off); err != nil {
+				free <- buf
 				return n, &writeError{err}
 			}
-			d.h.Write(d.buf[:m])
+			hashing <- buf[:m]
+			if d.off/writebackBytes != (d.off+int64(m))/writebackBytes {
+				start := (d.off / writebackBytes) * writebackBytes
+				startWriteback(d.f, start, writebackBytes)
+			}
 			d.off += int64(m)
 			n += int64(m)
 			d.res.Fetched += int64(m)
 			d.progress()
+		} else {
+			free <- buf
 		}
 		if rerr == io.EOF {
 			return n, nil
