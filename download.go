@@ -166,12 +166,12 @@ type download struct {
 
 	f         *os.File
 	h         hash.Hash
-	off       int64 // bytes in the partial, all hashed
+	off       int64    // bytes in the partial, all hashed
 	buf       []byte   // bufs[0], for reading files back
 	bufs      [][]byte // the copy's buffers
-	recorded  bool // the meta file describes the partial
-	recleaned bool // restarted from zero once after a mismatch of reused bytes
-	refreshed bool // the URL was just refreshed and not tried yet
+	recorded  bool     // the meta file describes the partial
+	recleaned bool     // restarted from zero once after a mismatch of reused bytes
+	refreshed bool     // the URL was just refreshed and not tried yet
 	res       DownloadResult
 }
 
@@ -766,7 +766,7 @@ func (d *download) readRecord() (partialRecord, bool) {
 	switch {
 	case rec.GenerationID != d.id:
 		return rec, false
-	case d.sha != "" && rec.SHA256 != d.sha:
+	case d.sha != "" && rec.SHA256 != d.sha && !(rec.SHA256 == "" && rec.ETag == `"`+d.sha+`"`):
 		return rec, false
 	case d.size >= 0 && rec.Size != d.size:
 		return rec, false

@@ -137,6 +137,8 @@ func TestDownloadPartialRecords(t *testing.T) {
 	}{
 		{"matching record", 100_000, &partialRecord{SHA256: "$sha", Size: size, GenerationID: "$id"}, 100_000, 1},
 		{"complete: verified without a request", size, &partialRecord{SHA256: "$sha", Size: size, GenerationID: "$id"}, size, 0},
+		{"record with the ETag only", 100_000, &partialRecord{ETag: `"$sha"`, Size: size, GenerationID: "$id"}, 100_000, 1},
+		{"record with another ETag only", 100_000, &partialRecord{ETag: `"abc"`, Size: size, GenerationID: "$id"}, 0, 1},
 		{"no record", 100_000, nil, 0, 1},
 		{"other generation", 100_000, &partialRecord{SHA256: "$sha", Size: size, GenerationID: "gen_other"}, 0, 1},
 		{"other sha256", 100_000, &partialRecord{SHA256: strings.Repeat("ab", 32), Size: size, GenerationID: "$id"}, 0, 1},
@@ -152,6 +154,7 @@ func TestDownloadPartialRecords(t *testing.T) {
 			if tt.rec != nil {
 				rec := *tt.rec
 				rec.SHA256 = strings.Replace(rec.SHA256, "$sha", f.gen.Output.SHA256, 1)
+				rec.ETag = strings.Replace(rec.ETag, "$sha", f.gen.Output.SHA256, 1)
 				rec.GenerationID = strings.Replace(rec.GenerationID, "$id", f.gen.ID, 1)
 				leavePartial(t, path, b, rec)
 			}
