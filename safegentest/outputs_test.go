@@ -549,3 +549,21 @@ func TestOutputsInEveryDialect(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseRange: any Range header gives a range inside the output, or is
+// ignored or unsatisfiable; never a panic.
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"bytes=0-", "bytes=5-9", "bytes=-5", "bytes=-0", "bytes=9-5", "bytes=1-2,3-4",
+		"bytes=99999999999999999999-", "bytes=+1-", "items=0-", "bytes= 1 - 2 ", ""} {
+		f.Add(s, int64(100))
+	}
+	f.Fuzz(func(t *testing.T, v string, size int64) {
+		if size < 0 {
+			size = -size
+		}
+		from, to, ok, satisfiable := parseRange(v, size)
+		if ok && satisfiable && (from < 0 || to > size || from >= to) {
+			t.Fatalf("parseRange(%q, %d) = [%d, %d)", v, size, from, to)
+		}
+	})
+}
