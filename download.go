@@ -291,23 +291,12 @@ func (d *download) run(ctx context.Context) (*DownloadResult, error) {
 		}
 	}()
 	d.progress()
-	failures, refreshes := 0, 0
+	var n retryCounts
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, d.fail("context done", err)
 		}
-		o := outcome{done: d.size >= 0 && d.off == d.size && d.recorded}
-		switch {
-		case o.done:
-			// All bytes already on disk: nothing to fetch.
-		case !d.refreshed && !d.expires.IsZero() && !d.s.clock.Now().Before(d.expires):
-			// Expired by our clock. Once refreshed, the URL is tried
-			// whatever our clock says: the server's 403 is the authority.
-			o = outcome{expired: true, err: errors.New("output URL expired")}
-		default:
-			o = d.attempt(ctx)
-			d.refreshed = false
-		}
+		o := d.step(ctx)
 		if o.done {
 			res, again, err := d.finish()
 			if !again {
@@ -315,68 +304,97 @@ func (d *download) run(ctx context.Context) (*DownloadResult, error) {
 			}
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, d.fail("context done", err)
-		}
-		info := AttemptInfo{Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts, StatusCode: o.status, Code: o.code, Err: o.transport, Cause: o.cause()}
-		switch {
-		case o.final:
-			info.Reason = "not retryable"
-			d.st.report(&info)
-			return nil, d.fail(o.reason, o.err)
-		case o.expired:
-			refreshes++
-			if refreshes > maxRefreshes {
-				return nil, d.fail("output URL still expired after "+strconv.Itoa(maxRefreshes)+" refreshes", o.err)
-			}
-			info.Retry, info.Reason = o.status != 0, "output URL expired: refreshing it"
-			if o.status != 0 {
-				d.st.report(&info)
-			}
-			if err := d.refresh(ctx); err != nil {
-				return nil, d.fail("refreshing the expired output URL", err)
-			}
-			continue
-		}
-		// failures counts the failed attempts since the last that made
-		// progress, that one included.
-		failures++
-		if o.progressed {
-			failures, refreshes, d.st.bo = 1, 0, nil
-		}
-		if failures > d.s.maxRetries {
-			info.Reason = "retries exhausted"
-			d.st.report(&info)
-			return nil, d.fail("retries exhausted", o.err)
-		}
-		if o.now || o.progressed {
-			// A restart from zero, or a cut after real progress: go on at
-			// once (after progress, with a fresh backoff).
-			info.Retry, info.Reason = true, o.reason
-			if o.progressed {
-				info.Reason = "resuming after progress"
-			}
-			d.st.report(&info)
-			continue
-		}
-		d.st.retryAfter = o.retryAfter
-		if o.retryAfter > d.s.maxRetryAfter {
-			info.Reason = "Retry-After " + o.retryAfter.String() + " exceeds the bound " + d.s.maxRetryAfter.String()
-			d.st.report(&info)
-			return nil, d.stop(info.Reason, o.err, ErrRetryAfterTooLong)
-		}
-		wait, reason, stop := d.st.planRetry(ctx, o.timeout)
-		if stop != nil {
-			info.Reason = reason
-			d.st.report(&info)
-			return nil, d.stop(reason, o.err, stop)
-		}
-		info.Retry, info.Wait, info.Reason = true, wait, reason
-		d.st.report(&info)
-		if err := d.s.clock.Sleep(ctx, wait); err != nil {
-			return nil, d.fail("context done while waiting to retry", err)
+		if err := d.between(ctx, o, &n); err != nil {
+			return nil, err
 		}
 	}
+}
+
+// step makes the next attempt, unless every byte is already on disk or
+// the URL has expired by the Client's clock.
+func (d *download) step(ctx context.Context) outcome {
+	switch {
+	case d.size >= 0 && d.off == d.size && d.recorded:
+		return outcome{done: true}
+	case !d.refreshed && !d.expires.IsZero() && !d.s.clock.Now().Before(d.expires):
+		// Once refreshed, the URL is tried whatever our clock says: the
+		// server's 403 is the authority.
+		return outcome{expired: true, err: errors.New("output URL expired")}
+	}
+	d.refreshed = false
+	return d.attempt(ctx)
+}
+
+// retryCounts are the counters that bound a download's retries.
+type retryCounts struct {
+	failures  int // failed attempts since the last that made progress, that one included
+	refreshes int // URL refreshes since the last progress
+}
+
+// between is what happens between two attempts: report the failed one,
+// then stop, refresh the URL, go on at once, or wait the retry policy's
+// wait. It returns the download's error when it stops.
+func (d *download) between(ctx context.Context, o outcome, n *retryCounts) error {
+	if err := ctx.Err(); err != nil {
+		return d.fail("context done", err)
+	}
+	info := AttemptInfo{Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts, StatusCode: o.status,
+		Code: o.code, Err: o.transport, Cause: o.cause()}
+	switch {
+	case o.final:
+		info.Reason = "not retryable"
+		d.st.report(&info)
+		return d.fail(o.reason, o.err)
+	case o.expired:
+		if n.refreshes++; n.refreshes > maxRefreshes {
+			return d.fail("output URL still expired after "+strconv.Itoa(maxRefreshes)+" refreshes", o.err)
+		}
+		if o.status != 0 { // an attempt met the 403, rather than our clock
+			info.Retry, info.Reason = true, "output URL expired: refreshing it"
+			d.st.report(&info)
+		}
+		if err := d.refresh(ctx); err != nil {
+			return d.fail("refreshing the expired output URL", err)
+		}
+		return nil
+	}
+	n.failures++
+	if o.progressed {
+		n.failures, n.refreshes, d.st.bo = 1, 0, nil
+	}
+	if n.failures > d.s.maxRetries {
+		info.Reason = "retries exhausted"
+		d.st.report(&info)
+		return d.fail("retries exhausted", o.err)
+	}
+	if o.now || o.progressed {
+		// A restart from zero, or a cut after real progress: go on at
+		// once (after progress, with a fresh backoff).
+		info.Retry, info.Reason = true, o.reason
+		if o.progressed {
+			info.Reason = "resuming after progress"
+		}
+		d.st.report(&info)
+		return nil
+	}
+	d.st.retryAfter = o.retryAfter
+	if o.retryAfter > d.s.maxRetryAfter {
+		info.Reason = "Retry-After " + o.retryAfter.String() + " exceeds the bound " + d.s.maxRetryAfter.String()
+		d.st.report(&info)
+		return d.stop(info.Reason, o.err, ErrRetryAfterTooLong)
+	}
+	wait, reason, stop := d.st.planRetry(ctx, o.timeout)
+	if stop != nil {
+		info.Reason = reason
+		d.st.report(&info)
+		return d.stop(reason, o.err, stop)
+	}
+	info.Retry, info.Wait, info.Reason = true, wait, reason
+	d.st.report(&info)
+	if err := d.s.clock.Sleep(ctx, wait); err != nil {
+		return d.fail("context done while waiting to retry", err)
+	}
+	return nil
 }
 
 // outcome is what one attempt came to.
