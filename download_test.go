@@ -430,7 +430,7 @@ func TestDownloadIdleTimeout(t *testing.T) {
 	stall := safegentest.Fault{Kind: safegentest.FaultTrickle, Latency: time.Hour}
 	t.Run("a stalled attempt is cut and retried", func(t *testing.T) {
 		srv, _ := dlServer(t, 100_000)
-		c := newClient(t, srv, safegen.WithIdleTimeout(50*time.Millisecond))
+		c := newClient(t, srv, safegen.WithIdleTimeout(200*time.Millisecond))
 		g := succeededGen(t, c)
 		f := stall
 		f.Path = "/v1/outputs/" + g.ID
@@ -458,13 +458,14 @@ func TestDownloadIdleTimeout(t *testing.T) {
 	})
 	t.Run("a slow transfer that keeps moving is not cut", func(t *testing.T) {
 		srv, _ := dlServer(t, 256<<10)
-		// 16 pieces 5 ms apart: four times the attempt timeout in all.
-		c := newClient(t, srv, safegen.WithAttemptTimeout(20*time.Millisecond), safegen.WithIdleTimeout(time.Second))
+		c := newClient(t, srv, safegen.WithIdleTimeout(time.Second))
 		g := succeededGen(t, c)
 		srv.InjectFaults(safegentest.Fault{Kind: safegentest.FaultTrickle, ChunkBytes: 16 << 10, Latency: 5 * time.Millisecond,
 			Path: "/v1/outputs/" + g.ID})
 		start := time.Now()
-		res, err := c.Generations.Download(context.Background(), g, filepath.Join(t.TempDir(), "x"))
+		// 16 pieces 5 ms apart: four times the attempt timeout in all.
+		res, err := c.Generations.Download(context.Background(), g, filepath.Join(t.TempDir(), "x"),
+			safegen.WithAttemptTimeout(20*time.Millisecond))
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Attempts)
 		assert.Greater(t, time.Since(start), 20*time.Millisecond, "longer than the attempt timeout")
