@@ -344,6 +344,9 @@ func (d *download) between(ctx context.Context, o outcome, n *retryCounts) error
 	case o.final:
 		info.Reason = "not retryable"
 		d.st.report(&info)
+		if errors.Is(o.err, ErrOutputCorrupt) {
+			d.discard()
+		}
 		return d.fail(o.reason, o.err)
 	case o.expired:
 		if n.refreshes++; n.refreshes > maxRefreshes {
@@ -496,10 +499,10 @@ func (d *download) attempt(ctx context.Context) outcome {
 			o.done = true
 			return o
 		}
+		o.now, o.reason, o.err = true, "restarting from zero", fmt.Errorf("416 for bytes %d-", d.off)
 		if err := d.reset(); err != nil {
 			return outcome{final: true, reason: "truncating the partial file", err: err}
 		}
-		o.now, o.reason, o.err = true, "restarting from zero", fmt.Errorf("416 for bytes %d-", d.off)
 		return o
 	default:
 		return d.refused(resp, o)

@@ -331,6 +331,25 @@ func TestDownloadCorrupt(t *testing.T) {
 	assertOnlyFile(t, dir, "out.mp4")
 }
 
+// TestDownloadSizeMismatch: a server that sends another size than the
+// generation says is sending other bytes: corrupt, nothing kept.
+func TestDownloadSizeMismatch(t *testing.T) {
+	for _, delta := range []int64{-1, 1} {
+		srv, _ := dlServer(t, 200_000)
+		c := newClient(t, srv)
+		g := succeededGen(t, c)
+		g.Output.Size += delta
+		dir := t.TempDir()
+		_, err := c.Generations.Download(context.Background(), g, filepath.Join(dir, "out.mp4"))
+		require.ErrorIs(t, err, safegen.ErrOutputCorrupt)
+		assert.Contains(t, err.Error(), "the server sends 200000 bytes")
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		assert.Empty(t, entries, "no file, no partial, no record")
+		assert.Len(t, downloads(srv), 1)
+	}
+}
+
 func TestDownloadRetriesServerErrors(t *testing.T) {
 	tests := []struct {
 		name         string
