@@ -140,35 +140,66 @@ func TestCancelBadInput(t *testing.T) {
 	assert.Len(t, cancels(srv), 2, "the empty id and the intent were refused before sending")
 }
 
+// signalClock is a Clock whose Sleep lasts until its context ends (a poll
+// interval never passes by itself) and says when one starts.
+type signalClock struct{ sleeping chan time.Duration }
+
+func (signalClock) Now() time.Time { return time.Now() }
+
+func (c signalClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.sleeping <- d
+	<-ctx.Done()
+	return ctx.Err()
+}
+
 // TestWebhookEventEndsWait: a real delivery from the fake server, verified
-// by WebhookHandler and handed to Notify, ends a Wait whose poll interval
-// is 10 s.
+// by WebhookHandler and handed to Notify, ends a Wait that is sleeping out
+// a 10 s poll interval.
 func TestWebhookEventEndsWait(t *testing.T) {
 	var c *safegen.Client
 	var notified atomic.Int64
-	srv := safegentest.NewServer(t, safegentest.WithRateLimit(0, 0), safegentest.WithGenerationTiming(20*time.Millisecond, 20*time.Millisecond))
-	recvWithSecret := httptest.NewServer(safegen.WebhookHandler([]string{srv.WebhookSecret}, func(_ context.Context, e *safegen.Event) error {
+	srvClk := safegentest.NewManualClock(time.Now())
+	srv := safegentest.NewServer(t, safegentest.WithClock(srvClk), safegentest.WithRateLimit(0, 0),
+		safegentest.WithGenerationTiming(time.Minute, time.Minute))
+	recv := httptest.NewServer(safegen.WebhookHandler([]string{srv.WebhookSecret}, func(_ context.Context, e *safegen.Event) error {
 		c.Generations.Notify(e)
 		notified.Add(1)
 		return nil
 	}))
-	defer recvWithSecret.Close()
-	c = newClient(t, srv, safegen.WithPollInterval(10*time.Second, 10*time.Second))
+	defer recv.Close()
+	clk := signalClock{sleeping: make(chan time.Duration, 10)}
+	c = newClient(t, srv, safegen.WithClock(clk), safegen.WithPollInterval(10*time.Second, 10*time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p := *params
-	p.WebhookURL = recvWithSecret.URL
+	p.WebhookURL = recv.URL
 	g, err := c.Generations.Create(ctx, &p)
 	require.NoError(t, err)
+	type result struct {
+		g   *safegen.Generation
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		g, err := c.Generations.Wait(ctx, g.ID)
+		done <- result{g, err}
+	}()
+	assert.GreaterOrEqual(t, <-clk.sleeping, 10*time.Second, "polled once, now sleeping 10 s or more")
 	start := time.Now()
-	done, err := c.Generations.Wait(ctx, g.ID)
-	require.NoError(t, err, "the event, not the 10 s poll, ends the wait")
-	took := time.Since(start)
-	t.Logf("Wait returned after %v", took)
-	assert.Equal(t, safegen.StatusSucceeded, done.Status)
+	srvClk.Advance(3 * time.Minute) // the generation finishes; the server sends its event
+	r := <-done
+	require.NoError(t, r.err, "the event, not the poll, ends the wait")
+	t.Logf("Wait returned %v after the generation finished", time.Since(start))
+	assert.Equal(t, safegen.StatusSucceeded, r.g.Status)
+	assert.Equal(t, g.ID, r.g.ID)
+	require.NotNil(t, r.g.Output)
+	assert.NotEmpty(t, r.g.Output.SHA256)
 	assert.Equal(t, int64(1), notified.Load())
-	assert.Less(t, took, 2*time.Second)
-	assert.Equal(t, g.ID, done.ID)
-	require.NotNil(t, done.Output)
-	assert.NotEmpty(t, done.Output.SHA256)
+	gets := 0
+	for _, rr := range srv.Requests() {
+		if rr.Method == http.MethodGet && rr.Path == "/v1/generations/"+g.ID {
+			gets++
+		}
+	}
+	assert.Equal(t, 1, gets, "one poll, then the event")
 }
