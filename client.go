@@ -50,6 +50,8 @@ type Client struct {
 	budget *retryBudget
 	pacer  *pacer   // nil without WithRateLimit
 	slots  inFlight // nil without WithMaxInFlight
+	// waiters holds the Waits in progress and recent events, for Notify.
+	waiters *waiters
 }
 
 // NewClient returns a Client for the API key. WithBaseURL is required. The
@@ -73,7 +75,7 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	if s.baseURL.Scheme == "http" && !s.insecureHTTP && !isLoopback(s.baseURL.Hostname()) {
 		return nil, fmt.Errorf("safegen: refusing to send the API key over plain http to %s; use https or WithInsecureHTTP", s.baseURL.Host)
 	}
-	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens), pacer: newPacer(&s)}
+	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens), pacer: newPacer(&s), waiters: newWaiters()}
 	if s.maxInFlight > 0 {
 		c.slots = make(inFlight, s.maxInFlight)
 	}

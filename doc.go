@@ -25,7 +25,14 @@
 //   - Webhooks: WebhookHandler verifies both signature forms (X-Signature and
 //     Standard Webhooks) in constant time and runs your function once per
 //     event however often it is delivered; ParseEvent and VerifyWebhook for
-//     your own server, SignPayload for your tests.
+//     your own server, SignPayload for your tests. Generations.Notify hands a
+//     verified event to the Client, so a Wait for that generation returns at
+//     once instead of at its next poll.
+//   - Outputs: Generations.Download streams a succeeded generation's output
+//     to a file, resumes a cut transfer from the bytes on disk (also after a
+//     crash), refreshes an expired signed URL, and renames the file into
+//     place only once its size and SHA-256 match (else ErrOutputCorrupt).
+//     Generations.Cancel stops a generation (refunded while still queued).
 //
 // A create, retried safely:
 //
@@ -45,6 +52,10 @@
 //		return err
 //	}
 //	done, err := c.Generations.Wait(ctx, gen.ID)
+//	if err != nil || done.Status != safegen.StatusSucceeded {
+//		return err // or done.Error
+//	}
+//	res, err := c.Generations.Download(ctx, done, "out/fox.mp4")
 //
 // Limits of the promise: the server forgets a key after its window (24 h by
 // default), so Resume reports older intents as expired instead of re-sending

@@ -58,6 +58,18 @@ var (
 	ErrResponseTooLarge = errors.New("safegen: response body too large")
 	// ErrMalformedResponse: a 2xx whose body could not be decoded.
 	ErrMalformedResponse = errors.New("safegen: malformed response")
+	// ErrGenerationTerminal: 409 generation_terminal: the generation already
+	// succeeded, failed or was canceled, so there is nothing to cancel; read
+	// it with Generations.Get.
+	ErrGenerationTerminal = errors.New("safegen: generation already terminal")
+	// ErrOutputCorrupt: a download's bytes do not match the output's size or
+	// SHA-256 (or the server described another output). Nothing was written
+	// at the destination path and the partial file was removed.
+	ErrOutputCorrupt = errors.New("safegen: output corrupt")
+	// ErrIdleTimeout: a download received no byte for the idle timeout
+	// (WithIdleTimeout). The attempt is retried like a timeout; this is the
+	// cause when the retries run out.
+	ErrIdleTimeout = errors.New("safegen: download idle timeout")
 )
 
 // maxErrorBody bounds how much of an error body is read and kept.
@@ -153,6 +165,8 @@ func (e *APIError) Is(target error) bool {
 		return e.StatusCode == http.StatusNotFound
 	case ErrServer:
 		return e.StatusCode >= 500 && e.StatusCode <= 599
+	case ErrGenerationTerminal:
+		return e.StatusCode == http.StatusConflict && code == "generation_terminal"
 	}
 	return false
 }

@@ -80,6 +80,10 @@ func TestAPIErrorIsAcrossDialects(t *testing.T) {
 		{429, "anomaly_paused", "", []error{ErrRateLimited}, nil},
 		{400, "invalid_idempotency_key", "", []error{ErrInvalidIdempotencyKey}, []error{ErrInvalidRequest}},
 		{503, "", "", []error{ErrServer}, []error{ErrRateLimited}},
+		{409, "generation_terminal", "", []error{ErrGenerationTerminal}, []error{ErrIdempotencyKeyReuse, ErrRequestInProgress, ErrInvalidRequest}},
+		{409, "GENERATION_TERMINAL", "", []error{ErrGenerationTerminal}, nil},
+		{400, "generation_terminal", "", nil, []error{ErrGenerationTerminal}},
+		{409, "request_in_progress", "", nil, []error{ErrGenerationTerminal}},
 	}
 	for _, tt := range tests {
 		e := &APIError{StatusCode: tt.status, Code: tt.code, Message: tt.msg}
@@ -98,6 +102,18 @@ func TestRetryErrorUnwraps(t *testing.T) {
 	require.ErrorIs(t, re, cause)
 	require.ErrorIs(t, re, ErrRetryBudgetExhausted)
 	assert.Equal(t, "POST /v1/generations: transport failure: connection reset (key=k, attempts=4)", re.Error())
+}
+
+func TestDownloadErrorUnwraps(t *testing.T) {
+	apiErr := &APIError{Method: "GET", Path: "https://cdn/x", StatusCode: 503}
+	de := &DownloadError{GenerationID: "gen_1", Path: "out/a.mp4", Reason: "retries exhausted", Attempts: 4, Fetched: 10,
+		Err: apiErr, stopped: ErrRetryBudgetExhausted}
+	require.ErrorIs(t, de, ErrServer)
+	require.ErrorIs(t, de, ErrRetryBudgetExhausted)
+	var got *APIError
+	require.ErrorAs(t, de, &got)
+	assert.Equal(t, "safegen: download of gen_1 to out/a.mp4: retries exhausted: GET https://cdn/x: 503 (attempts=0) (attempts=4, fetched=10)", de.Error())
+	require.ErrorIs(t, &DownloadError{Err: ErrOutputCorrupt}, ErrOutputCorrupt)
 }
 
 func TestAPIErrorMessageShape(t *testing.T) {

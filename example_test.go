@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/safegen/safegen-go"
@@ -120,4 +122,84 @@ func ExampleClient_Do() {
 	fmt.Println("credits:", est.Credits)
 	// Output:
 	// credits: 12
+}
+
+// Download streams a succeeded generation's output to a file. Here the
+// first transfer is cut after 300 000 bytes: the second attempt asks only
+// for the rest, and the file appears at its path once its size and SHA-256
+// match the generation's.
+func ExampleGenerationsService_Download() {
+	srv := safegentest.Start(safegentest.WithRateLimit(0, 0), safegentest.WithGenerationTiming(0, 0),
+		safegentest.WithOutputSize(1<<20))
+	defer srv.Close()
+	c, err := safegen.NewClient(srv.APIKey, safegen.WithBaseURL(srv.URL))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	gen, err := c.Generations.Create(ctx, &safegen.GenerationCreateParams{Model: "veo-3-1-fast", Prompt: "a red fox running through snow"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	gen, err = c.Generations.Wait(ctx, gen.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv.InjectFaults(safegentest.Fault{Kind: safegentest.FaultCut, CutAfter: 300_000, Path: "/v1/outputs/" + gen.ID})
+
+	dir, err := os.MkdirTemp("", "safegen-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	res, err := c.Generations.Download(ctx, gen, filepath.Join(dir, "fox.mp4"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("size:", res.Size, "verified:", res.SHA256 == gen.Output.SHA256)
+	fmt.Println("attempts:", res.Attempts, "fetched:", res.Fetched)
+	// Output:
+	// size: 1048576 verified: true
+	// attempts: 2 fetched: 1048576
+}
+
+// Cancel stops a generation. Canceled while still queued, it is refunded;
+// once it has finished there is nothing to cancel, and the error says so.
+func ExampleGenerationsService_Cancel() {
+	clk := safegentest.NewManualClock(time.Now())
+	srv := safegentest.Start(safegentest.WithClock(clk), safegentest.WithRateLimit(0, 0),
+		safegentest.WithGenerationTiming(time.Minute, time.Minute))
+	defer srv.Close()
+	c, err := safegen.NewClient(srv.APIKey, safegen.WithBaseURL(srv.URL))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	params := &safegen.GenerationCreateParams{Model: "veo-3-1-fast", Prompt: "waves at night", DurationS: 4}
+
+	queued, err := c.Generations.Create(ctx, params)
+	if err != nil {
+		log.Fatal(err)
+	}
+	canceled, err := c.Generations.Cancel(ctx, queued.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("status:", canceled.Status, "cost:", canceled.Cost)
+	fmt.Println("refunded credits:", srv.Ledger().Refunded(srv.APIKey))
+
+	finished, err := c.Generations.Create(ctx, params)
+	if err != nil {
+		log.Fatal(err)
+	}
+	clk.Advance(3 * time.Minute)
+	_, err = c.Generations.Cancel(ctx, finished.ID)
+	fmt.Println("already finished:", errors.Is(err, safegen.ErrGenerationTerminal))
+	// Output:
+	// status: canceled cost: 0
+	// refunded credits: 12
+	// already finished: true
 }

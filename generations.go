@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -168,10 +169,38 @@ func (s *GenerationsService) Create(ctx context.Context, params *GenerationCreat
 
 // Get returns one generation. It is safe: retried freely, never keyed.
 func (s *GenerationsService) Get(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
+	g, _, err := s.get(ctx, id, opts)
+	return g, err
+}
+
+// get is Get, with the response for its headers (the poll hint).
+func (s *GenerationsService) get(ctx context.Context, id string, opts []Option) (*Generation, *response, error) {
+	if id == "" {
+		return nil, nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
+	}
+	resp, err := s.c.send(ctx, request{method: http.MethodGet, path: "/v1/generations/" + url.PathEscape(id)}, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := decodeGeneration(resp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, resp, nil
+}
+
+// Cancel asks the server to stop generation id and returns it, now
+// canceled. A generation canceled while queued is refunded; once processing
+// it stays charged. A generation already succeeded, failed or canceled
+// elsewhere answers 409 generation_terminal: errors.Is(err,
+// ErrGenerationTerminal). Cancel is not billable and the contract makes it
+// idempotent, so it carries no idempotency key, never touches the journal,
+// and is retried like a safe call.
+func (s *GenerationsService) Cancel(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
 	}
-	resp, err := s.c.send(ctx, request{method: http.MethodGet, path: "/v1/generations/" + url.PathEscape(id)}, opts)
+	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations/" + url.PathEscape(id) + "/cancel"}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -201,28 +230,63 @@ func (s *GenerationsService) Estimate(ctx context.Context, params *GenerationCre
 }
 
 // Wait polls the generation until its status is terminal and returns it,
-// polling at WithPollInterval's pace (0.5 s growing to 5 s by default). The
-// context bounds the wait; a failed generation is returned without error
-// (check Status and Error).
+// polling at WithPollInterval's pace (0.5 s growing to 5 s by default, with
+// jitter), never sooner than the server's poll hint (Retry-After on a
+// generation not yet terminal, bounded by WithMaxRetryAfter). A verified
+// webhook event handed to Notify ends the wait at once: Wait returns the
+// event's generation when it is terminal (its Meta is then zero: no call
+// returned it), and polls again at once otherwise. The context bounds the
+// wait; a failed or canceled generation is returned without error (check
+// Status and Error).
 func (s *GenerationsService) Wait(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
+	if ctx == nil {
+		return nil, errors.New("safegen: nil context")
+	}
 	cs, err := s.c.callSettings(opts)
 	if err != nil {
 		return nil, err
 	}
+	if id == "" {
+		return nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
+	}
+	w := s.c.waiters.add(id)
+	defer s.c.waiters.remove(w)
+	if g := s.c.waiters.terminal(id); g != nil {
+		return g, nil
+	}
 	interval := cs.pollInterval
 	for {
-		g, err := s.Get(ctx, id, opts...)
+		g, resp, err := s.get(ctx, id, opts)
 		if err != nil {
 			return nil, err
 		}
 		if g.Status.Terminal() {
 			return g, nil
 		}
-		if err := s.c.s.clock.Sleep(ctx, interval); err != nil {
+		wait := jitter(interval)
+		if hint, ok := retryAfter(resp.header, resp.status, cs.clock.Now()); ok {
+			wait = max(wait, min(hint, cs.maxRetryAfter))
+		}
+		woken, err := s.c.waiters.sleep(ctx, w, cs.clock, wait)
+		if err != nil {
 			return nil, fmt.Errorf("safegen: waiting for generation %s (last status %s): %w", id, g.Status, err)
+		}
+		if woken {
+			if t := s.c.waiters.terminal(id); t != nil {
+				return t, nil
+			}
+			continue // a non-terminal event: poll now
 		}
 		interval = min(cs.pollMax, time.Duration(float64(interval)*1.5))
 	}
+}
+
+// jitter returns a wait drawn uniformly between 80 % and 100 % of d.
+func jitter(d time.Duration) time.Duration {
+	if spread := d / 5; spread > 0 {
+		return d - rand.N(spread+1)
+	}
+	return d
 }
 
 // Account returns the balance left.

@@ -52,12 +52,14 @@ type settings struct {
 	paceRPS       float64
 	paceBurst     int
 	maxInFlight   int
+	idleTimeout   time.Duration
 
 	// per call only
 	idempotencyKey string
 	intentID       string
 	header         http.Header
 	meta           *ResponseMeta
+	progress       func(done, total int64)
 }
 
 func defaultSettings() settings {
@@ -78,6 +80,7 @@ func defaultSettings() settings {
 		backoffMult:   2,
 		backoffMax:    8 * time.Second,
 		maxRetryAfter: 60 * time.Second,
+		idleTimeout:   30 * time.Second,
 	}
 }
 
@@ -333,7 +336,11 @@ func WithQuotedIdempotencyKey() Option {
 }
 
 // WithPollInterval sets how Generations.Wait polls: the first interval and
-// the largest, growing ×1.5 between them (default 0.5 s and 5 s).
+// the largest, growing ×1.5 between them (default 0.5 s and 5 s). Each
+// wait is drawn between 80 % and 100 % of the interval, so many waiters do
+// not poll in step, and is never shorter than the server's poll hint
+// (Retry-After on a generation not yet terminal, bounded by
+// WithMaxRetryAfter).
 func WithPollInterval(initial, max time.Duration) Option {
 	return func(s *settings) error {
 		if initial <= 0 || max < initial {
@@ -418,6 +425,37 @@ func WithResponseMeta(m *ResponseMeta) Option {
 			return errors.New("safegen: WithResponseMeta is a per-call option")
 		}
 		s.meta = m
+		return nil
+	}
+}
+
+// WithIdleTimeout bounds how long a download (Generations.Download) may go
+// without receiving a byte, response headers included (default 30 s; 0
+// means no bound but the context's). A stalled attempt is cut and retried
+// from the bytes already on disk. It runs on the real clock. Downloads are
+// not bounded by WithAttemptTimeout: a slow transfer that keeps making
+// progress is never cut.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(s *settings) error {
+		if d < 0 {
+			return fmt.Errorf("safegen: WithIdleTimeout(%v): must not be negative", d)
+		}
+		s.idleTimeout = d
+		return nil
+	}
+}
+
+// WithProgress makes Generations.Download call fn with the bytes of the
+// output on disk so far and the output's size (-1 while unknown): once at
+// the start (bytes kept from an earlier partial download count), after each
+// chunk written, and with 0 when the download has to start over (per call
+// only; default none). fn runs on the calling goroutine and must be quick.
+func WithProgress(fn func(done, total int64)) Option {
+	return func(s *settings) error {
+		if !s.perCall {
+			return errors.New("safegen: WithProgress is a per-call option")
+		}
+		s.progress = fn
 		return nil
 	}
 }

@@ -208,28 +208,41 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 		info.Reason = "retries exhausted"
 		return false, nil
 	}
-	wait := st.nextBackoff()
+	wait, reason, stop := st.planRetry(ctx, info.Cause == "timeout")
+	if stop != nil {
+		info.Reason = reason
+		st.stopped = stop
+		return false, errStop
+	}
+	st.wait = wait
+	info.Retry, info.Wait, info.Reason = true, wait, reason
+	return true, nil
+}
+
+// planRetry returns the wait before another attempt, once the policy has
+// found the last one worth retrying: a full-jitter backoff, or the server's
+// Retry-After (st.retryAfter) when longer. It returns a sentinel instead when
+// that wait would pass the context deadline (errWaitPastDeadline) or the
+// Client's retry budget cannot pay for the retry (ErrRetryBudgetExhausted).
+// The request pipeline (decide) and Download both wait through it, so the
+// two share one backoff, one Retry-After rule and one budget.
+func (st *callState) planRetry(ctx context.Context, timeout bool) (wait time.Duration, reason string, stop error) {
+	wait = st.nextBackoff()
 	if st.retryAfter > wait {
 		wait = st.retryAfter
 	}
 	if deadline, ok := ctx.Deadline(); ok && st.s.clock.Now().Add(wait).After(deadline) {
-		info.Reason = "next wait " + wait.String() + " would pass the context deadline"
-		st.stopped = errWaitPastDeadline
-		return false, errStop
+		return 0, "next wait " + wait.String() + " would pass the context deadline", errWaitPastDeadline
 	}
 	cost := retryCost
-	if info.Cause == "timeout" {
+	if timeout {
 		cost = timeoutRetryCost
 	}
 	if !st.c.budget.take(cost) {
-		info.Reason = "client-side retry budget exhausted"
-		st.stopped = ErrRetryBudgetExhausted
-		return false, errStop
+		return 0, "client-side retry budget exhausted", ErrRetryBudgetExhausted
 	}
 	st.spent += cost
-	st.wait = wait
-	info.Retry, info.Wait, info.Reason = true, wait, "retrying"
-	return true, nil
+	return wait, "retrying", nil
 }
 
 // flushPending reports the decision held back until the body was read.

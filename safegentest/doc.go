@@ -6,8 +6,18 @@
 // does not import the SDK, so a drift between client and contract shows up
 // as a failing test instead of being hidden by shared types.
 //
-//   - Endpoints: POST /v1/generations (billable), GET /v1/generations/{id},
-//     POST /v1/generations/estimate and GET /v1/account.
+//   - Endpoints: POST /v1/generations (billable), GET /v1/generations/{id}
+//     (with a Retry-After poll hint while not terminal, see WithPollHint),
+//     POST /v1/generations/{id}/cancel (a queued generation is refunded,
+//     see Ledger.Refunds), POST /v1/generations/estimate and GET /v1/account.
+//   - Outputs: a succeeded generation's output.url is a signed link on the
+//     server itself, /v1/outputs/{id}?exp=<unix>&sig=<hex HMAC>, valid for
+//     WithOutputTTL (403 url_expired after; a fresh GET of the generation
+//     signs a new one). It needs no credentials and answers with
+//     Content-Length, Accept-Ranges, a strong ETag (the quoted sha256),
+//     Range (206, 416) and If-Range. The bytes (WithOutputSize, default
+//     64 KiB) are generated on the fly from the generation id
+//     (OutputBytes), so a large output costs no memory.
 //   - Idempotency: keys scoped per API key, body fingerprints, byte-for-byte
 //     replay, 409 for a reused key with another body and for a key still in
 //     progress, 5xx and 429 never stored, a key window on an injectable
@@ -17,7 +27,9 @@
 //   - Faults, queued with InjectFaults or drawn at seeded random rates with
 //     WithFaultRates: 5xx (JSON, HTML or empty), 429 with Retry-After,
 //     connection reset before the work, response dropped after the work is
-//     committed, latency.
+//     committed, latency; and for downloads, a body cut after N bytes, a
+//     slow trickle, a flipped byte, a Range ignored (FaultCut, FaultTrickle,
+//     FaultCorrupt, FaultIgnoreRange; FaultRates.Download*).
 //   - Scopes, credits (402), per-key rate limits with RateLimit-* headers,
 //     and signed webhooks with redelivery.
 //   - WithDialect switches to one vendor's row of the contract: auth header,

@@ -33,6 +33,26 @@ const (
 	// FaultLatency waits Fault.Latency (real time, ending early if the
 	// request is cancelled or the server closes) and then processes normally.
 	FaultLatency FaultKind = "latency"
+
+	// The faults below apply to output downloads (GET of an output URL);
+	// on any other request they are ignored and the request runs normally.
+
+	// FaultCut answers the download normally, with its full Content-Length,
+	// but closes the connection after Fault.CutAfter bytes of the body
+	// (mid-body when CutAfter is 0 or not below the body's length).
+	FaultCut FaultKind = "cut"
+	// FaultTrickle sends the body in pieces of Fault.ChunkBytes (default
+	// 1 KiB), waiting Fault.Latency (real time) before each one; it stops
+	// when the client goes away. A long Latency makes a stalled transfer.
+	FaultTrickle FaultKind = "trickle"
+	// FaultCorrupt sends the body with one byte flipped, at offset
+	// Fault.CutAfter of the body (its middle when 0 or out of range), so
+	// the size is right and the SHA-256 is not. Headers (ETag included)
+	// are those of the true bytes.
+	FaultCorrupt FaultKind = "corrupt"
+	// FaultIgnoreRange answers 200 with the whole body even when the
+	// request asks for a range, as a proxy without range support does.
+	FaultIgnoreRange FaultKind = "ignore_range"
 )
 
 // Fault is one failure to inject. Method and Path filter which requests it
@@ -46,10 +66,20 @@ type Fault struct {
 	RetryAfter   string
 	Code         string
 	Latency      time.Duration
+	// CutAfter is the number of body bytes a FaultCut sends, or the body
+	// offset of the byte a FaultCorrupt flips.
+	CutAfter int64
+	// ChunkBytes is the size of the pieces a FaultTrickle sends.
+	ChunkBytes int
+
+	// at, when above 0, places a random cut as a fraction of the body.
+	at float64
 }
 
-// FaultRates are per-request probabilities of each fault, applied to billable
-// POSTs only. Their sum should not exceed 1.
+// FaultRates are per-request probabilities of each fault. The first group
+// applies to billable POSTs only, the Download group to output downloads
+// only; within each group the sum should not exceed 1. Both draw from the
+// same seeded generator.
 type FaultRates struct {
 	Status500       float64
 	Status502HTML   float64
@@ -60,34 +90,74 @@ type FaultRates struct {
 	Latency         float64
 	RetryAfter      string        // Retry-After of random 429s; default "0"
 	LatencyDur      time.Duration // wait of random latency faults
+
+	// DownloadCut cuts a download at a random point of its body.
+	DownloadCut float64
+	// DownloadReset resets the connection before the download answers.
+	DownloadReset float64
+	// Download503 answers a download 503 service_unavailable.
+	Download503 float64
+	// DownloadTrickle sends a download in 1 KiB pieces, TrickleDelay apart.
+	DownloadTrickle float64
+	// TrickleDelay is the real-time wait between the pieces of a random
+	// trickle; default 1 ms.
+	TrickleDelay time.Duration
 }
 
 func (f Fault) matches(method, path string) bool {
 	return (f.Method == "" || f.Method == method) && (f.Path == "" || f.Path == path)
 }
 
+// requestClass says which random faults a request can draw.
+type requestClass int
+
+const (
+	classOther    requestClass = iota // no random faults
+	classBillable                     // the API group of FaultRates
+	classDownload                     // the Download group of FaultRates
+)
+
+// chance is one random fault and its probability.
+type chance struct {
+	p float64
+	f Fault
+}
+
 // pickFault returns the fault for this request: the first matching queued
-// fault, consumed, else a random one for billable POSTs. Called with s.mu held.
-func (s *Server) pickFault(method, path string, billable bool) Fault {
+// fault, consumed, else a random one drawn for the request's class. Called
+// with s.mu held.
+func (s *Server) pickFault(method, path string, class requestClass) Fault {
 	for i, f := range s.faults {
 		if f.matches(method, path) {
 			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
 			return f
 		}
 	}
-	if !billable || s.rng == nil {
+	if class == classOther || s.rng == nil {
 		return Fault{}
 	}
 	r := s.cfg.faultRates
 	x := s.rng.Float64()
+	if class == classDownload {
+		delay := r.TrickleDelay
+		if delay <= 0 {
+			delay = time.Millisecond
+		}
+		// The cut point is drawn now, as a fraction of the body, which is
+		// only known later.
+		at := s.rng.Float64()
+		return draw(x, []chance{
+			{r.DownloadCut, Fault{Kind: FaultCut, at: at}},
+			{r.DownloadReset, Fault{Kind: FaultReset}},
+			{r.Download503, Fault{Kind: FaultStatus, Status: http.StatusServiceUnavailable}},
+			{r.DownloadTrickle, Fault{Kind: FaultTrickle, Latency: delay}},
+		})
+	}
 	ra := r.RetryAfter
 	if ra == "" {
 		ra = "0"
 	}
-	for _, c := range []struct {
-		p float64
-		f Fault
-	}{
+	return draw(x, []chance{
 		{r.Status500, Fault{Kind: FaultStatus, Status: http.StatusInternalServerError}},
 		{r.Status502HTML, Fault{Kind: FaultStatus, Status: http.StatusBadGateway, HTML: true}},
 		{r.Status503, Fault{Kind: FaultStatus, Status: http.StatusServiceUnavailable}},
@@ -95,7 +165,12 @@ func (s *Server) pickFault(method, path string, billable bool) Fault {
 		{r.Reset, Fault{Kind: FaultReset}},
 		{r.DropAfterCommit, Fault{Kind: FaultDropAfterCommit}},
 		{r.Latency, Fault{Kind: FaultLatency, Latency: r.LatencyDur}},
-	} {
+	})
+}
+
+// draw returns the fault whose slice of [0, 1) holds x, or no fault.
+func draw(x float64, cs []chance) Fault {
+	for _, c := range cs {
 		if x < c.p {
 			return c.f
 		}

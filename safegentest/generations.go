@@ -25,6 +25,9 @@ type generation struct {
 	cost       int64
 	createdAt  time.Time
 	dispatched bool // webhook event handed to a delivery goroutine
+	outSize    int64
+	out        *output   // made on the first view as succeeded
+	canceledAt time.Time // zero unless canceled
 }
 
 type generationJSON struct {
@@ -43,7 +46,11 @@ type generationJSON struct {
 }
 
 type outputJSON struct {
-	URL string `json:"url"`
+	URL         string `json:"url"`
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+	ContentType string `json:"content_type"`
+	ExpiresAt   string `json:"expires_at"`
 }
 
 type genErrorJSON struct {
@@ -53,6 +60,9 @@ type genErrorJSON struct {
 
 // status is the generation's status at now.
 func (g *generation) status(now time.Time, cfg *config) string {
+	if !g.canceledAt.IsZero() {
+		return "canceled"
+	}
 	age := now.Sub(g.createdAt)
 	switch {
 	case age < cfg.queued:
@@ -69,8 +79,23 @@ func terminal(status string) bool {
 	return status == "succeeded" || status == "failed" || status == "canceled"
 }
 
-func (g *generation) view(now time.Time, cfg *config) generationJSON {
-	st := g.status(now, cfg)
+// untilNext is how long, at now, the generation stays in its current
+// status; 0 once it is terminal.
+func (g *generation) untilNext(now time.Time, cfg *config) time.Duration {
+	age := now.Sub(g.createdAt)
+	switch g.status(now, cfg) {
+	case "queued":
+		return cfg.queued - age
+	case "processing":
+		return cfg.queued + cfg.processing - age
+	}
+	return 0
+}
+
+// viewLocked is the generation's JSON at now, with a freshly signed output
+// URL when it succeeded. Called with s.mu held.
+func (s *Server) viewLocked(g *generation, now time.Time) generationJSON {
+	st := g.status(now, &s.cfg)
 	v := generationJSON{
 		ID: g.id, RequestID: g.requestID, Status: st, Model: g.model, Prompt: g.prompt,
 		DurationS: g.durationS, Input: g.input, WebhookURL: g.webhookURL, Cost: g.cost,
@@ -78,11 +103,7 @@ func (g *generation) view(now time.Time, cfg *config) generationJSON {
 	}
 	switch st {
 	case "succeeded":
-		ext := ".mp4"
-		if g.durationS == 0 {
-			ext = ".png"
-		}
-		v.Output = &outputJSON{URL: "https://cdn.safegen.test/" + g.id + ext}
+		v.Output = s.outputJSONLocked(g, now)
 	case "failed":
 		v.Error = &genErrorJSON{Code: "generation_failed", Message: "the prompt asked to fail"}
 	}
@@ -206,7 +227,7 @@ func (s *Server) createGeneration(r *http.Request, body []byte, apiKey, idemKey 
 	g := &generation{
 		id: newID("gen_"), requestID: newID("req_"), apiKey: apiKey,
 		model: p.model, prompt: p.prompt, durationS: p.durationS, input: p.input,
-		webhookURL: p.webhookURL, cost: p.cost, createdAt: now,
+		webhookURL: p.webhookURL, cost: p.cost, createdAt: now, outSize: s.cfg.outputSize,
 	}
 	acct.credits -= p.cost
 	s.gens[g.id] = g
@@ -215,7 +236,7 @@ func (s *Server) createGeneration(r *http.Request, body []byte, apiKey, idemKey 
 		APIKey: apiKey, IdempotencyKey: idemKey, GenerationID: g.id,
 		Credits: p.cost, BodySHA256: hex.EncodeToString(sum[:]), At: now,
 	})
-	return jsonResponse(s.createStatus(), g.view(now, &s.cfg))
+	return jsonResponse(s.createStatus(), s.viewLocked(g, now))
 }
 
 func (s *Server) estimate(r *http.Request, body []byte) *response {
@@ -234,7 +255,50 @@ func (s *Server) get(id string) *response {
 		return errorResponse(http.StatusNotFound, "not_found", "no generation "+strconv.Quote(id))
 	}
 	s.dispatchWebhooksLocked()
-	return jsonResponse(http.StatusOK, g.view(s.cfg.clock.Now(), &s.cfg))
+	now := s.cfg.clock.Now()
+	resp := jsonResponse(http.StatusOK, s.viewLocked(g, now))
+	if !terminal(g.status(now, &s.cfg)) {
+		resp.header.Set("Retry-After", strconv.FormatInt(s.pollHintLocked(g, now), 10))
+	}
+	return resp
+}
+
+// pollHintLocked is the Retry-After, in seconds, of a GET of g while it is
+// not terminal (see WithPollHint).
+func (s *Server) pollHintLocked(g *generation, now time.Time) int64 {
+	if d := s.cfg.pollHint; d >= 0 {
+		return int64((d + time.Second - 1) / time.Second)
+	}
+	return int64(max(g.untilNext(now, &s.cfg), 0) / time.Second)
+}
+
+// cancelGeneration cancels apiKey's generation id: while queued it is refunded,
+// while processing it stays charged, once terminal it answers 409
+// generation_terminal. Canceling a canceled generation answers it again.
+func (s *Server) cancelGeneration(id, apiKey string) *response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gens[id]
+	if g == nil || g.apiKey != apiKey {
+		return errorResponse(http.StatusNotFound, "not_found", "no generation "+strconv.Quote(id))
+	}
+	now := s.cfg.clock.Now()
+	switch g.status(now, &s.cfg) {
+	case "canceled":
+	case "succeeded", "failed":
+		return errorResponse(http.StatusConflict, "generation_terminal",
+			"the generation is already "+g.status(now, &s.cfg)+"; nothing to cancel")
+	case "queued":
+		if a := s.accounts[g.apiKey]; a != nil {
+			a.credits += g.cost
+		}
+		s.refunds = append(s.refunds, Refund{APIKey: g.apiKey, GenerationID: g.id, Credits: g.cost, At: now})
+		g.cost = 0
+		g.canceledAt = now
+	default: // processing: the work has started and stays charged
+		g.canceledAt = now
+	}
+	return jsonResponse(http.StatusOK, s.viewLocked(g, now))
 }
 
 // Generation returns the generation's current JSON view, as GET would.
@@ -243,7 +307,7 @@ func (s *Server) Generation(id string) (map[string]any, bool) {
 	g := s.gens[id]
 	var b []byte
 	if g != nil {
-		b, _ = json.Marshal(g.view(s.cfg.clock.Now(), &s.cfg))
+		b, _ = json.Marshal(s.viewLocked(g, s.cfg.clock.Now()))
 	}
 	s.mu.Unlock()
 	if g == nil {

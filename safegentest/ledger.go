@@ -6,9 +6,39 @@ import (
 	"time"
 )
 
-// Ledger is a snapshot of every charge the server made, in order.
+// Ledger is a snapshot of every charge the server made, in order, and of
+// every refund.
 type Ledger struct {
 	Charges []Charge
+	// Refunds are the credits given back, one per generation canceled
+	// while queued. A refund does not remove its charge: Total and Credits
+	// still count it; Refunded and NetCredits see the refund.
+	Refunds []Refund
+}
+
+// Refund is the cost of one generation given back to its account.
+type Refund struct {
+	APIKey       string
+	GenerationID string
+	Credits      int64
+	At           time.Time // server clock
+}
+
+// Refunded returns the total credits refunded to apiKey.
+func (l Ledger) Refunded(apiKey string) int64 {
+	var n int64
+	for _, r := range l.Refunds {
+		if r.APIKey == apiKey {
+			n += r.Credits
+		}
+	}
+	return n
+}
+
+// NetCredits returns what apiKey paid in the end: the credits charged minus
+// the credits refunded.
+func (l Ledger) NetCredits(apiKey string) int64 {
+	return l.Credits(apiKey) - l.Refunded(apiKey)
 }
 
 // Charge is one billed execution of a billable POST.
@@ -90,4 +120,7 @@ type RecordedRequest struct {
 	Fault    FaultKind
 	Replayed bool
 	At       time.Time // server clock
+	// ResponseBytes is how many body bytes the server wrote (for a cut
+	// download, those sent before the cut).
+	ResponseBytes int64
 }

@@ -40,6 +40,9 @@ type config struct {
 	webhookInitial  time.Duration
 	webhookAttempts int
 	maxBodyBytes    int64
+	outputSize      int64
+	outputTTL       time.Duration
+	pollHint        time.Duration // < 0: the time to the next status change
 }
 
 func defaultConfig() config {
@@ -57,6 +60,9 @@ func defaultConfig() config {
 		webhookInitial:  time.Second,
 		webhookAttempts: 6,
 		maxBodyBytes:    1 << 20,
+		outputSize:      64 << 10,
+		outputTTL:       time.Hour,
+		pollHint:        -1,
 	}
 }
 
@@ -165,4 +171,42 @@ func WithWebhookRetry(initial time.Duration, attempts int) Option {
 // larger one gets 413 invalid_request. Default 1 MiB.
 func WithMaxBodyBytes(n int64) Option {
 	return func(c *config) { c.maxBodyBytes = max(n, 0) }
+}
+
+// WithOutputSize sets the size in bytes of every succeeded generation's
+// output. The bytes are generated on the fly from the generation id, so a
+// large output costs no memory. Default 64 KiB; a negative size keeps the
+// default.
+func WithOutputSize(n int64) Option {
+	return func(c *config) {
+		if n >= 0 {
+			c.outputSize = n
+		}
+	}
+}
+
+// WithOutputTTL sets how long, on the server clock, an output URL stays
+// valid after the GET of the generation that returned it; past that it
+// answers 403 url_expired. Default one hour; d <= 0 keeps the default.
+func WithOutputTTL(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.outputTTL = d
+		}
+	}
+}
+
+// WithPollHint sets the Retry-After (whole seconds, rounded up) that a GET
+// of a generation that is not terminal carries. Default: the time left
+// until the generation's next status change on the server clock, rounded
+// down to whole seconds (so "0" for a phase shorter than a second, which
+// keeps fast test timings fast). A negative d restores the default.
+func WithPollHint(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.pollHint = -1
+			return
+		}
+		c.pollHint = d
+	}
 }

@@ -62,6 +62,8 @@ type Server struct {
 	gens       map[string]*generation
 	genOrder   []*generation
 	charges    []Charge
+	refunds    []Refund
+	outputKey  []byte // signs output URLs
 	requests   []RecordedRequest
 	faults     []Fault
 	rng        *rand.Rand
@@ -134,6 +136,7 @@ func newServer(opts []Option) *Server {
 		accounts:      make(map[string]*account),
 		idem:          make(map[string]*idemEntry),
 		gens:          make(map[string]*generation),
+		outputKey:     []byte(randHex(32)),
 	}
 	if cfg.hasFaultRates {
 		s.rng = rand.New(rand.NewPCG(uint64(cfg.faultSeed), uint64(cfg.faultSeed)^0x9e3779b97f4a7c15))
@@ -207,11 +210,11 @@ func (s *Server) SetCredits(apiKey string, n int64) {
 	}
 }
 
-// Ledger returns a snapshot of every charge made so far.
+// Ledger returns a snapshot of every charge and refund made so far.
 func (s *Server) Ledger() Ledger {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Ledger{Charges: append([]Charge(nil), s.charges...)}
+	return Ledger{Charges: append([]Charge(nil), s.charges...), Refunds: append([]Refund(nil), s.refunds...)}
 }
 
 // Requests returns every request the server saw, in arrival order,
@@ -233,7 +236,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, tooLarge, readErr := readBody(r, s.cfg.maxBodyBytes)
 	apiKey := s.apiKeyFrom(r)
 	path := r.URL.Path
-	billable := r.Method == http.MethodPost && path == pathGenerations
+	class := classOther
+	switch {
+	case r.Method == http.MethodPost && path == pathGenerations:
+		class = classBillable
+	case strings.HasPrefix(path, pathOutputs) && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		class = classDownload
+	}
 
 	s.mu.Lock()
 	idx := len(s.requests)
@@ -250,7 +259,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hijackClose(w, false)
 		return
 	}
-	fault := s.pickFault(r.Method, path, billable)
+	fault := s.pickFault(r.Method, path, class)
 	s.requests[idx].Fault = fault.Kind
 	s.mu.Unlock()
 
@@ -261,21 +270,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case FaultRateLimit:
 		resp = s.rateLimitFaultResponse(fault)
 	case FaultReset:
-		s.finish(idx, 0, false)
+		s.finish(idx, 0, false, 0)
 		hijackClose(w, true)
 		return
 	case FaultLatency:
 		s.sleep(r.Context(), fault.Latency)
 	}
+	if resp == nil && strings.HasPrefix(path, pathOutputs) {
+		if fault.Kind == FaultDropAfterCommit {
+			s.finish(idx, 0, false, 0)
+			hijackClose(w, false)
+			return
+		}
+		s.serveOutput(w, r, idx, fault)
+		return
+	}
 	if resp == nil {
 		resp = s.handle(r, body, tooLarge, apiKey)
 	}
 	if fault.Kind == FaultDropAfterCommit {
-		s.finish(idx, 0, resp.replayed)
+		s.finish(idx, 0, resp.replayed, 0)
 		hijackClose(w, false)
 		return
 	}
-	s.finish(idx, resp.status, resp.replayed)
+	s.write(w, idx, resp)
+}
+
+// write sends a fully built answer and records its status.
+func (s *Server) write(w http.ResponseWriter, idx int, resp *response) {
+	s.finish(idx, resp.status, resp.replayed, int64(len(resp.body)))
 	h := w.Header()
 	for k, v := range resp.header {
 		h[k] = v
@@ -286,11 +309,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(resp.body)
 }
 
-func (s *Server) finish(idx, status int, replayed bool) {
+func (s *Server) finish(idx, status int, replayed bool, sent int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests[idx].Status = status
 	s.requests[idx].Replayed = replayed
+	s.requests[idx].ResponseBytes = sent
 }
 
 // readBody reads at most max+1 bytes and reports whether the body was larger
@@ -324,6 +348,9 @@ func (s *Server) apiKeyFrom(r *http.Request) string {
 // route names the endpoint for a path and the method it takes; "" when the
 // path is unknown.
 func route(path string) (name, method string) {
+	if id, ok := cancelID(path); ok && id != "" && !strings.Contains(id, "/") {
+		return "cancel", http.MethodPost
+	}
 	switch {
 	case path == pathGenerations:
 		return "create", http.MethodPost
@@ -340,6 +367,15 @@ func route(path string) (name, method string) {
 	return "", ""
 }
 
+// cancelID returns the id of a /v1/generations/{id}/cancel path.
+func cancelID(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, pathGenerations+"/")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(rest, "/cancel")
+}
+
 // handle routes, authenticates, rate-limits and dispatches one request.
 func (s *Server) handle(r *http.Request, body []byte, tooLarge bool, apiKey string) *response {
 	name, method := route(r.URL.Path)
@@ -353,7 +389,7 @@ func (s *Server) handle(r *http.Request, body []byte, tooLarge bool, apiKey stri
 		return resp
 	}
 	need := ScopeRead
-	if name == "create" {
+	if name == "create" || name == "cancel" {
 		need = ScopeWrite
 	}
 
@@ -390,6 +426,9 @@ func (s *Server) handle(r *http.Request, body []byte, tooLarge bool, apiKey stri
 		resp = s.estimate(r, body)
 	case name == "get":
 		resp = s.get(strings.TrimPrefix(r.URL.Path, pathGenerations+"/"))
+	case name == "cancel":
+		id, _ := cancelID(r.URL.Path)
+		resp = s.cancelGeneration(id, apiKey)
 	case name == "account":
 		s.mu.Lock()
 		bal := acct.credits
@@ -468,10 +507,10 @@ func errorResponse(status int, code, message string) *response {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	}
-	return jsonResponse(status, map[string]errBody{"error": {Type: errorType(status), Code: code, Message: message}})
+	return jsonResponse(status, map[string]errBody{"error": {Type: errorType(status, code), Code: code, Message: message}})
 }
 
-func errorType(status int) string {
+func errorType(status int, code string) string {
 	switch status {
 	case http.StatusUnauthorized:
 		return "authentication_error"
@@ -482,6 +521,9 @@ func errorType(status int) string {
 	case http.StatusNotFound:
 		return "not_found_error"
 	case http.StatusConflict:
+		if code == "generation_terminal" {
+			return "invalid_request_error"
+		}
 		return "idempotency_error"
 	case http.StatusTooManyRequests:
 		return "rate_limit_error"

@@ -59,7 +59,7 @@ func (s *Server) dispatchWebhooksLocked() {
 		if g.webhookURL == "" || g.dispatched {
 			continue
 		}
-		v := g.view(now, &s.cfg)
+		v := s.viewLocked(g, now)
 		if !terminal(v.Status) {
 			continue
 		}
