@@ -181,6 +181,11 @@ type request struct {
 	keyed bool
 	// resume: an intent already journaled (Resume); Begin is skipped.
 	resume *Intent
+	// job: the whole job (Run) this call starts, recorded with its intent.
+	job *Job
+	// journaled: the intent as the journal holds it after Begin (with its
+	// job's progress when it was begun before); set by prepareKey.
+	journaled *Intent
 }
 
 // response is the final answer of a call.
@@ -189,6 +194,9 @@ type response struct {
 	header http.Header
 	body   []byte
 	meta   ResponseMeta
+	// intent is the journaled intent of a keyed call (nil without a
+	// journal).
+	intent *Intent
 }
 
 // callSettings returns the settings of one call: the Client's, or a copy
@@ -236,6 +244,13 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		key, r, err = c.prepareKey(ctx, s, r)
 		if err != nil {
 			return nil, err
+		}
+		if r.journaled != nil {
+			defer func() {
+				if resp != nil {
+					resp.intent = r.journaled
+				}
+			}()
 		}
 		if r.resume != nil && r.resume.Outcome != nil {
 			return c.fromOutcome(r, *r.resume.Outcome)

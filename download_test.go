@@ -364,7 +364,7 @@ func TestDownloadRetriesServerErrors(t *testing.T) {
 		{"resets then fine", []safegentest.Fault{{Kind: safegentest.FaultReset}, {Kind: safegentest.FaultReset}}, 3, nil, 3},
 		{"429 then fine", []safegentest.Fault{{Kind: safegentest.FaultRateLimit}}, 3, nil, 2},
 		{"503 past the retries", []safegentest.Fault{{Kind: safegentest.FaultStatus, Status: 503}, {Kind: safegentest.FaultStatus, Status: 503}}, 1, safegen.ErrServer, 2},
-		{"504 is not retried", []safegentest.Fault{{Kind: safegentest.FaultStatus, Status: 504}}, 3, safegen.ErrServer, 1},
+		{"504 then fine", []safegentest.Fault{{Kind: safegentest.FaultStatus, Status: 504}}, 3, nil, 2},
 		{"a long Retry-After is handed back", []safegentest.Fault{{Kind: safegentest.FaultRateLimit, RetryAfter: "3600"}}, 3, safegen.ErrRetryAfterTooLong, 1},
 	}
 	for _, tt := range tests {

@@ -46,6 +46,7 @@ func ValidateIdempotencyKey(d Dialect, key string) error {
 // sent. When the journal already holds the outcome, r.resume carries it.
 func (c *Client) prepareKey(ctx context.Context, s *settings, r request) (string, request, error) {
 	if r.resume != nil {
+		r.journaled = r.resume
 		return r.resume.Key, r, ValidateIdempotencyKey(c.s.dialect, r.resume.Key)
 	}
 	if s.intentID != "" && c.s.journal == nil {
@@ -65,7 +66,7 @@ func (c *Client) prepareKey(ctx context.Context, s *settings, r request) (string
 	if j == nil {
 		return key, r, nil
 	}
-	in := Intent{ID: s.intentID, Key: key, Method: r.method, Path: r.path, Body: r.body, CreatedAt: c.s.clock.Now().UTC()}
+	in := Intent{ID: s.intentID, Key: key, Method: r.method, Path: r.path, Body: r.body, CreatedAt: c.s.clock.Now().UTC(), Job: r.job}
 	if in.ID == "" {
 		in.ID = key
 	}
@@ -84,6 +85,7 @@ func (c *Client) prepareKey(ctx context.Context, s *settings, r request) (string
 	if err := ValidateIdempotencyKey(c.s.dialect, got.Key); err != nil {
 		return "", r, fmt.Errorf("safegen: journaled intent %q: %w", got.ID, err)
 	}
+	r.journaled = &got
 	if got.Outcome != nil {
 		r.resume = &got
 	}
@@ -122,7 +124,8 @@ func (c *Client) complete(ctx context.Context, s *settings, key string, out *res
 	}
 }
 
-// ResumeReport is what Client.Resume did with each pending intent.
+// ResumeReport is what Client.Resume did with each pending intent and each
+// unfinished job.
 type ResumeReport struct {
 	// Completed intents got a 2xx (often a replay of a call the crash
 	// interrupted).
@@ -134,6 +137,10 @@ type ResumeReport struct {
 	// not re-sent, since the server may have forgotten the key and would
 	// bill again. Reconcile them by hand (their request ids, your records).
 	Expired []Intent
+	// Jobs are the whole jobs (Generations.Run) that Resume carried on
+	// from their last recorded step: their intents appear here, not in
+	// Completed or Failed.
+	Jobs []JobResult
 }
 
 // ResumeResult is one re-driven intent.
@@ -145,6 +152,20 @@ type ResumeResult struct {
 	Err        error
 	// StillPending reports that the intent has no outcome yet.
 	StillPending bool
+}
+
+// JobResult is one whole job that Resume carried on.
+type JobResult struct {
+	// Intent is the job's intent as the journal held it before Resume.
+	Intent Intent
+	// From is the step the job resumed after; Reached the last step it
+	// completed in this Resume (JobDownloaded when its output is on disk).
+	From, Reached JobStep
+	// Generation is its generation's last known state; nil if the create
+	// was never accepted.
+	Generation *Generation
+	// Err is why it stopped short (a *JobError), nil when it finished.
+	Err error
 }
 
 // Decode unmarshals the result's body into v (a *Generation for a create).
@@ -164,8 +185,12 @@ const resumeConcurrency = 4
 // Resume re-sends every pending journaled intent with its original key and
 // exact bytes, so calls interrupted by a crash are finished (and replayed,
 // not billed again). Intents older than the key window minus the margin are
-// reported expired and never re-sent. It needs WithJournal. Call options
-// (retries, timeouts) apply to every re-sent intent.
+// reported expired and never re-sent. With a JobJournal it also carries
+// every unfinished whole job (Generations.Run) on from its last recorded
+// step: it never creates again a job whose create was accepted, it waits for
+// it, and it resumes its download from the bytes on disk. It needs
+// WithJournal. Call options (retries, timeouts) apply to every re-sent
+// intent.
 func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, error) {
 	j := c.s.journal
 	if j == nil {
@@ -182,14 +207,30 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 	if err != nil {
 		return nil, fmt.Errorf("safegen: journal: listing pending intents: %w", err)
 	}
+	if jj, ok := j.(JobJournal); ok {
+		unfinished, err := jj.Unfinished(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("safegen: journal: listing unfinished jobs: %w", err)
+		}
+		seen := make(map[string]bool, len(pending))
+		for _, in := range pending {
+			seen[in.Key] = true
+		}
+		for _, in := range unfinished {
+			if !seen[in.Key] {
+				pending = append(pending, in)
+			}
+		}
+	}
 	sort.SliceStable(pending, func(a, b int) bool { return pending[a].CreatedAt.Before(pending[b].CreatedAt) })
 	report := &ResumeReport{}
 	results := make([]*ResumeResult, len(pending))
+	jobs := make([]*JobResult, len(pending))
 	cutoff := c.s.clock.Now().Add(-(c.s.keyWindow - c.s.resumeMargin))
 	sem := make(chan struct{}, resumeConcurrency)
 	var wg sync.WaitGroup
 	for i, in := range pending {
-		if in.CreatedAt.Before(cutoff) {
+		if in.Outcome == nil && in.CreatedAt.Before(cutoff) {
 			report.Expired = append(report.Expired, in)
 			o := Outcome{Expired: true, CompletedAt: c.s.clock.Now().UTC()}
 			if err := j.Complete(context.WithoutCancel(ctx), in.Key, o); err != nil {
@@ -208,12 +249,18 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 		go func(i int, in Intent) {
 			defer wg.Done()
 			defer func() { <-sem }()
+			if in.Job != nil {
+				jobs[i] = c.resumeJob(ctx, in, opts)
+				return
+			}
 			results[i] = c.resumeOne(ctx, in, opts)
 		}(i, in)
 	}
 	wg.Wait()
-	for _, r := range results {
+	for i, r := range results {
 		switch {
+		case jobs[i] != nil:
+			report.Jobs = append(report.Jobs, *jobs[i])
 		case r == nil:
 		case r.Err == nil:
 			report.Completed = append(report.Completed, *r)
@@ -222,6 +269,26 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 		}
 	}
 	return report, ctx.Err()
+}
+
+// resumeJob carries one whole job on from its last recorded step: a create
+// without an outcome is re-sent (same key, same bytes), a recorded one is
+// read back from the journal; then wait and download as Run does.
+func (c *Client) resumeJob(ctx context.Context, in Intent, opts []Option) *JobResult {
+	res := &JobResult{Intent: in, From: in.Job.Step}
+	cur := in // the copy the pipeline and the recorder advance
+	cur.Job = new(Job)
+	*cur.Job = *in.Job
+	resp, err := c.send(ctx, request{method: in.Method, path: in.Path, body: in.Body, keyed: true, resume: &cur}, opts)
+	var gen *Generation
+	gen, res.Err = c.Generations.carryOn(ctx, &cur, resp, err, in.Job.Path, opts)
+	res.Reached = cur.Job.Step
+	res.Generation = gen
+	var je *JobError
+	if errors.As(res.Err, &je) && je.Generation != nil {
+		res.Generation = je.Generation
+	}
+	return res
 }
 
 func (c *Client) resumeOne(ctx context.Context, in Intent, opts []Option) *ResumeResult {

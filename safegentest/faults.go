@@ -34,8 +34,9 @@ const (
 	// request is cancelled or the server closes) and then processes normally.
 	FaultLatency FaultKind = "latency"
 
-	// The faults below apply to output downloads (GET of an output URL);
-	// on any other request they are ignored and the request runs normally.
+	// The faults below apply to output downloads (GET of an output URL)
+	// only: queued with InjectFaults, they wait for the next download and
+	// leave API requests alone.
 
 	// FaultCut answers the download normally, with its full Content-Length,
 	// but closes the connection after Fault.CutAfter bytes of the body
@@ -104,6 +105,16 @@ type FaultRates struct {
 	TrickleDelay time.Duration
 }
 
+// downloadOnly reports whether the fault only means something on an output
+// download; queued, it waits for one instead of being spent on an API call.
+func (f Fault) downloadOnly() bool {
+	switch f.Kind {
+	case FaultCut, FaultTrickle, FaultCorrupt, FaultIgnoreRange:
+		return true
+	}
+	return false
+}
+
 func (f Fault) matches(method, path string) bool {
 	return (f.Method == "" || f.Method == method) && (f.Path == "" || f.Path == path)
 }
@@ -128,6 +139,9 @@ type chance struct {
 // with s.mu held.
 func (s *Server) pickFault(method, path string, class requestClass) Fault {
 	for i, f := range s.faults {
+		if f.downloadOnly() && class != classDownload {
+			continue // waits for the download it is meant for
+		}
 		if f.matches(method, path) {
 			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
 			return f
