@@ -216,6 +216,8 @@ func exitFor(err error) int {
 	switch {
 	case errors.As(err, &u):
 		return exitUsage
+	case errors.Is(err, safegen.ErrGenerationFailed):
+		return exitGenFailed
 	case errors.As(err, &apiErr):
 		return exitAPI
 	case errors.Is(err, context.Canceled):
@@ -463,6 +465,11 @@ func runResume(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return 0, err
 		}
+		for _, jr := range rep.Jobs {
+			if jr.Err != nil {
+				return exitFor(jr.Err), nil
+			}
+		}
 		if len(rep.Failed) > 0 {
 			return exitAPI, nil
 		}
@@ -504,11 +511,41 @@ func printResume(e *env, jsonOut bool, rep *safegen.ResumeReport) {
 	for _, in := range rep.Expired {
 		expired = append(expired, item{IntentID: in.ID, IdempotencyKey: in.Key, CreatedAt: in.CreatedAt.Format(time.RFC3339)})
 	}
+	type jobItem struct {
+		IntentID     string `json:"intent_id"`
+		From         string `json:"from"`
+		Reached      string `json:"reached"`
+		GenerationID string `json:"generation_id,omitempty"`
+		Status       string `json:"status,omitempty"`
+		Output       string `json:"output,omitempty"`
+		Error        string `json:"error,omitempty"`
+	}
+	jobs := []jobItem{}
+	for _, jr := range rep.Jobs {
+		it := jobItem{IntentID: jr.Intent.ID, From: string(jr.From), Reached: string(jr.Reached)}
+		if jr.Intent.Job != nil {
+			it.Output = jr.Intent.Job.Path
+		}
+		if g := jr.Generation; g != nil {
+			it.GenerationID, it.Status = g.ID, string(g.Status)
+		}
+		if jr.Err != nil {
+			it.Error = message(jr.Err)
+		}
+		jobs = append(jobs, it)
+	}
 	if jsonOut {
-		printJSON(e, map[string]any{"completed": conv(rep.Completed), "failed": conv(rep.Failed), "expired": expired})
+		printJSON(e, map[string]any{"completed": conv(rep.Completed), "failed": conv(rep.Failed), "expired": expired, "jobs": jobs})
 		return
 	}
-	fmt.Fprintf(e.stdout, "resumed: %d completed, %d failed, %d expired\n", len(rep.Completed), len(rep.Failed), len(rep.Expired))
+	fmt.Fprintf(e.stdout, "resumed: %d completed, %d failed, %d expired, %d jobs\n", len(rep.Completed), len(rep.Failed), len(rep.Expired), len(rep.Jobs))
+	for _, it := range jobs {
+		if it.Error != "" {
+			fmt.Fprintf(e.stdout, "  job        %s  %s -> %s  generation=%s  %s\n", it.IntentID, it.From, it.Reached, it.GenerationID, it.Error)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "  job        %s  %s -> %s  generation=%s  output=%s\n", it.IntentID, it.From, it.Reached, it.GenerationID, it.Output)
+	}
 	for _, it := range conv(rep.Completed) {
 		fmt.Fprintf(e.stdout, "  completed  %s  key=%s  status=%d  replayed=%t  request_id=%s\n", it.IntentID, it.IdempotencyKey, it.Status, it.Replayed, it.RequestID)
 	}

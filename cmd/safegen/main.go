@@ -4,6 +4,8 @@
 //	safegen demo [--size N] [--crash]       the embedded fake API with faults, and the tally
 //	safegen fake-server --addr 127.0.0.1:8080 --dialect realm --faults drop=0.05,503=0.1
 //	safegen generate --model veo-3-1-fast --prompt "..." [--wait]
+//	safegen run --model veo-3-1-fast --prompt "..." --output fox.mp4 [--journal j --intent-id order-17]
+//	safegen download ID --output FILE · cancel ID
 //	safegen get|wait ID · estimate · account · resume · webhook verify
 //
 // The API key and base URL come from --api-key and --base-url, or from
@@ -56,6 +58,9 @@ func commands() map[string]command {
 		{name: "demo", summary: "run the embedded fake API with faults through the SDK and show the tally", run: runDemo},
 		{name: "fake-server", summary: "serve the fake Generation API on an address, for tests in any language", run: runFakeServer},
 		{name: "generate", summary: "start a generation (billable; one idempotency key, safe retries)", run: runGenerate},
+		{name: "run", summary: "the whole job: create, wait, download the output verified (resumable with --journal)", run: runRun},
+		{name: "download", summary: "download a generation's output, resuming a cut transfer, verified", run: runDownload},
+		{name: "cancel", summary: "cancel a generation (refunded while still queued)", run: runCancel},
 		{name: "get", summary: "show one generation", run: runGet},
 		{name: "wait", summary: "wait until a generation finishes", run: runWait},
 		{name: "estimate", summary: "price a parameter set (never charges)", run: runEstimate},

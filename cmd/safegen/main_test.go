@@ -234,7 +234,7 @@ func TestResumeCommand(t *testing.T) {
 
 	code, out, _ = runCmd(t, apiEnv(srv), "resume", "--journal", path, "--json")
 	require.Equal(t, exitOK, code)
-	assert.JSONEq(t, `{"completed":[],"failed":[],"expired":[]}`, out)
+	assert.JSONEq(t, `{"completed":[],"failed":[],"expired":[],"jobs":[]}`, out)
 }
 
 func TestFakeServer(t *testing.T) {
