@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +43,9 @@ type demoConfig struct {
 	journalDir  string
 	dialect     string
 	noKeys      bool
+	outputSize  int64
+	dlFaults    float64
+	cancels     int
 }
 
 func (d *demoConfig) register(fs *flag.FlagSet) {
@@ -56,6 +61,9 @@ func (d *demoConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.kills, "kills", 3, "with --crash: how many times the worker is killed")
 	fs.StringVar(&d.journalDir, "journal-dir", "", "folder for the journal (default: a temporary folder, removed at the end)")
 	fs.StringVar(&d.dialect, "dialect", "default", "vendor dialect of the fake server and the client")
+	fs.Int64Var(&d.outputSize, "output-size", 32<<10, "bytes of each generation's output (each job downloads and verifies it)")
+	fs.Float64Var(&d.dlFaults, "download-faults", 0.10, "rate of downloads cut mid-body, reset or answered 503")
+	fs.IntVar(&d.cancels, "cancel-every", 50, "cancel every Nth job right after its create, while queued (refunded); 0 cancels none")
 	fs.BoolVar(&d.noKeys, "no-keys", false, "the counterfactual: the same faults against a plain client that retries without idempotency keys or a journal")
 }
 
@@ -67,6 +75,12 @@ func (d *demoConfig) validate() error {
 		return usageError("--concurrency must be 1 to 1000")
 	case d.kills < 0 || d.kills > 1000:
 		return usageError("--kills must be 0 to 1000")
+	case d.outputSize < 1 || d.outputSize > 1<<30:
+		return usageError("--output-size must be 1 byte to 1 GiB")
+	case d.dlFaults < 0 || d.dlFaults > 0.9:
+		return usageError("--download-faults must be between 0 and 0.9")
+	case d.cancels < 0:
+		return usageError("--cancel-every must not be negative")
 	case d.noKeys && d.crash:
 		return usageError("--no-keys and --crash do not combine: without a journal a killed worker loses its calls")
 	}
@@ -105,9 +119,11 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 		safegentest.WithDialect(safegentest.Dialect(d.dialect)),
 		safegentest.WithRateLimit(0, 0),
 		safegentest.WithGenerationTiming(20*time.Millisecond, 50*time.Millisecond),
+		safegentest.WithOutputSize(d.outputSize),
 		safegentest.WithFaultRates(safegentest.FaultRates{
 			Status500: d.serverErr / 3, Status502HTML: d.serverErr / 3, Status503: d.serverErr / 3,
 			RateLimit429: d.rateLimit, Reset: d.reset, DropAfterCommit: d.drop, RetryAfter: d.retryAfter,
+			DownloadCut: d.dlFaults * 0.6, DownloadReset: d.dlFaults * 0.2, Download503: d.dlFaults * 0.2,
 		}, d.seed))
 	defer srv.Close()
 
@@ -121,6 +137,10 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 		dir = tmp
 	}
 	jpath := filepath.Join(dir, "demo.journal")
+	outDir := filepath.Join(dir, "outputs")
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return fail(e, false, err)
+	}
 	mode := "one worker process"
 	if d.noKeys {
 		mode = "a plain client WITHOUT idempotency keys (the counterfactual)"
@@ -128,14 +148,19 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	if d.crash {
 		mode = fmt.Sprintf("a worker process SIGKILLed %d times and restarted", d.kills)
 	}
-	fmt.Fprintf(e.stdout, "safegen demo: %d generations, %d in flight, against the embedded fake API (dialect %s), %s\n",
-		d.size, d.concurrency, d.dialect, mode)
+	what := "whole jobs (create, wait, download and verify a %s output)"
+	what = fmt.Sprintf(what, sizeText(d.outputSize))
+	if d.noKeys {
+		what = "creates"
+	}
+	fmt.Fprintf(e.stdout, "safegen demo: %d %s, %d in flight, against the embedded fake API (dialect %s), %s\n",
+		d.size, what, d.concurrency, d.dialect, mode)
 	shown := jpath
 	if d.noKeys {
 		shown = "none"
 	}
-	fmt.Fprintf(e.stdout, "faults: drop-after-commit %.0f%%, reset %.0f%%, 5xx %.0f%%, 429 %.0f%% (Retry-After %s); seed %d; journal %s\n",
-		d.drop*100, d.reset*100, d.serverErr*100, d.rateLimit*100, d.retryAfter, d.seed, shown)
+	fmt.Fprintf(e.stdout, "faults: drop-after-commit %.0f%%, reset %.0f%%, 5xx %.0f%%, 429 %.0f%% (Retry-After %s), downloads cut/reset/503 %.0f%%; seed %d; journal %s\n",
+		d.drop*100, d.reset*100, d.serverErr*100, d.rateLimit*100, d.retryAfter, d.dlFaults*100, d.seed, shown)
 
 	res := newResults(d.size)
 	prog := newProgress(e, d.size, res, srv)
@@ -145,9 +170,10 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	case d.noKeys:
 		err = runWithoutKeys(ctx, srv.URL, srv.APIKey, &d, func(i int, gen string) { res.record(i, gen) })
 	case d.crash:
-		err = crashLoop(ctx, e, &d, srv, jpath, res, prog)
+		err = crashLoop(ctx, e, &d, srv, jpath, outDir, res, prog)
 	default:
-		w := workerConfig{url: srv.URL, apiKey: srv.APIKey, journal: jpath, size: d.size, concurrency: d.concurrency, dialect: d.dialect}
+		w := workerConfig{url: srv.URL, apiKey: srv.APIKey, journal: jpath, outDir: outDir, size: d.size, concurrency: d.concurrency,
+			dialect: d.dialect, cancelEvery: d.cancels}
 		_, err = w.run(ctx, func(i int, gen string) { res.record(i, gen) })
 	}
 	prog.stop()
@@ -156,13 +182,16 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	}
 	t := tally(srv, res, d.size, time.Since(start))
 	t.crash, t.noKeys = d.crash, d.noKeys
+	if !d.noKeys {
+		t.verifyOutputs(res, outDir, d.outputSize, d.cancels)
+	}
 	t.print(e.stdout)
 	if d.noKeys {
 		// The counterfactual is expected to break the promise: it shows
 		// what the keys prevent, so it is not a failure of the demo.
 		return exitOK
 	}
-	if t.duplicates != 0 || t.lost != 0 || t.charges != d.size {
+	if t.broken() {
 		fmt.Fprintln(e.stderr, "safegen demo: the promise was broken: see the table above")
 		return exitLocal
 	}
@@ -176,6 +205,8 @@ type results struct {
 	gens  []map[string]bool
 	done  atomic.Int64
 	kills int // worker processes SIGKILLed (demo --crash)
+	// midDownload counts partial outputs left on disk by the kills.
+	midDownload int
 }
 
 func newResults(n int) *results {
@@ -203,9 +234,17 @@ func (r *results) record(i int, genID string) bool {
 // then make every logical call under its intent id until it succeeds.
 type workerConfig struct {
 	url, apiKey, journal string
+	outDir               string // where each job's output goes
 	size, concurrency    int
 	dialect              string
+	cancelEvery          int // every Nth job is canceled after its create
 }
+
+// canceled reports whether job i is one the demo cancels while queued.
+func canceled(i, every int) bool { return every > 0 && i%every == every/2 }
+
+// outputPath is where job i's output goes.
+func outputPath(dir string, i int) string { return filepath.Join(dir, intentID(i)+".bin") }
 
 func demoParams(i int) *safegen.GenerationCreateParams {
 	models := []string{"veo-3-1-fast", "img-2", "veo-3-1", "img-2-hd"}
@@ -236,7 +275,8 @@ func (w workerConfig) run(ctx context.Context, onDone func(i int, genID string))
 	d, _ := safegen.ParseDialect(w.dialect)
 	c, err := safegen.NewClient(w.apiKey, safegen.WithBaseURL(w.url), safegen.WithDialect(d), safegen.WithJournal(j),
 		safegen.WithBackoff(5*time.Millisecond, 2, 100*time.Millisecond), safegen.WithMaxRetries(8),
-		safegen.WithAttemptTimeout(5*time.Second), safegen.WithMaxRetryAfter(5*time.Second))
+		safegen.WithAttemptTimeout(5*time.Second), safegen.WithMaxRetryAfter(5*time.Second),
+		safegen.WithPollInterval(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		return 0, err
 	}
@@ -245,7 +285,14 @@ func (w workerConfig) run(ctx context.Context, onDone func(i int, genID string))
 	if err != nil {
 		return 0, err
 	}
-	resumed := len(rep.Completed)
+	resumed := len(rep.Completed) + len(rep.Jobs)
+	for _, jr := range rep.Jobs {
+		if jr.Err == nil && jr.Generation != nil {
+			if i, ok := jobIndex(jr.Intent.ID); ok {
+				onDone(i, jr.Generation.ID)
+			}
+		}
+	}
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	errs := make(chan error, 1)
@@ -287,13 +334,24 @@ func (w workerConfig) run(ctx context.Context, onDone func(i int, genID string))
 	return resumed, ctx.Err()
 }
 
-// one makes logical call i, re-running it under the same intent id after a
-// failure: the journal gives it the same key, so this never bills twice.
+// one runs job i (create, wait, download), re-running it under the same
+// intent id after a failure: the journal gives it the same key and its
+// recorded steps, so this never bills twice and never creates again.
 func (w workerConfig) one(ctx context.Context, c *safegen.Client, i int, onDone func(int, string)) error {
 	for {
-		g, err := c.Generations.Create(ctx, demoParams(i), safegen.WithIntentID(intentID(i)))
+		var id string
+		var err error
+		if canceled(i, w.cancelEvery) {
+			id, err = w.createAndCancel(ctx, c, i)
+		} else {
+			var g *safegen.Generation
+			g, err = c.Generations.Run(ctx, demoParams(i), outputPath(w.outDir, i), safegen.WithIntentID(intentID(i)))
+			if err == nil {
+				id = g.ID
+			}
+		}
 		if err == nil {
-			onDone(i, g.ID)
+			onDone(i, id)
 			return nil
 		}
 		var apiErr *safegen.APIError
@@ -308,6 +366,25 @@ func (w workerConfig) one(ctx context.Context, c *safegen.Client, i int, onDone 
 	}
 }
 
+// createAndCancel creates job i and cancels it at once, while it is queued:
+// the server refunds it. A repeated cancel is harmless.
+func (w workerConfig) createAndCancel(ctx context.Context, c *safegen.Client, i int) (string, error) {
+	g, err := c.Generations.Create(ctx, demoParams(i), safegen.WithIntentID(intentID(i)))
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.Generations.Cancel(ctx, g.ID); err != nil && !errors.Is(err, safegen.ErrGenerationTerminal) {
+		return "", err
+	}
+	return g.ID, nil
+}
+
+// jobIndex is the job number in an intent id made by intentID.
+func jobIndex(id string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimPrefix(id, "demo-"))
+	return n, err == nil && strings.HasPrefix(id, "demo-")
+}
+
 // runDemoWorker is the child of demo --crash: it prints "done I GEN" per call.
 func runDemoWorker(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("demo-worker", "demo-worker (internal)")
@@ -317,11 +394,13 @@ func runDemoWorker(ctx context.Context, e *env, args []string) int {
 	fs.IntVar(&w.size, "size", 0, "")
 	fs.IntVar(&w.concurrency, "concurrency", 1, "")
 	fs.StringVar(&w.dialect, "dialect", "default", "")
+	fs.StringVar(&w.outDir, "out-dir", "", "")
+	fs.IntVar(&w.cancelEvery, "cancel-every", 0, "")
 	if _, code, done := parseFlags(fs, e, args); done {
 		return code
 	}
 	w.apiKey = e.getenv("SAFEGEN_API_KEY")
-	if w.url == "" || w.journal == "" || w.size < 1 || w.apiKey == "" {
+	if w.url == "" || w.journal == "" || w.outDir == "" || w.size < 1 || w.apiKey == "" {
 		return fail(e, false, usageError("demo-worker is started by demo --crash"))
 	}
 	var mu sync.Mutex
@@ -342,7 +421,7 @@ func runDemoWorker(ctx context.Context, e *env, args []string) int {
 
 // crashLoop runs the worker as a child process, kills it with SIGKILL at
 // random moments, and restarts it until a run completes.
-func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Server, jpath string, res *results, prog *progress) error {
+func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Server, jpath, outDir string, res *results, prog *progress) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -356,8 +435,9 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 		remaining := d.size - int(res.done.Load())
 		threshold := 1 + rng.IntN(max(1, remaining/2))
 		delay := time.Duration(50+rng.IntN(350)) * time.Millisecond
-		cmd := exec.CommandContext(ctx, exe, "demo-worker", "--url", srv.URL, "--journal", jpath,
-			"--size", strconv.Itoa(d.size), "--concurrency", strconv.Itoa(d.concurrency), "--dialect", d.dialect)
+		cmd := exec.CommandContext(ctx, exe, "demo-worker", "--url", srv.URL, "--journal", jpath, "--out-dir", outDir,
+			"--size", strconv.Itoa(d.size), "--concurrency", strconv.Itoa(d.concurrency), "--dialect", d.dialect,
+			"--cancel-every", strconv.Itoa(d.cancels))
 		cmd.Env = append(os.Environ(), workerEnv+"=1", "SAFEGEN_API_KEY="+srv.APIKey)
 		cmd.Stderr = io.Discard
 		out, err := cmd.StdoutPipe()
@@ -409,7 +489,13 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		prog.note(fmt.Sprintf("worker run %d: %s", run, describeRun(werr, killedAt.Load(), before, res.done.Load(), resumed.Load(), d.size)))
+		note := describeRun(werr, killedAt.Load(), before, res.done.Load(), resumed.Load(), d.size)
+		if werr != nil {
+			partials, _ := filepath.Glob(filepath.Join(outDir, "*.partial"))
+			res.midDownload += len(partials)
+			note += fmt.Sprintf(" (%d downloads cut mid-body by the kill)", len(partials))
+		}
+		prog.note(fmt.Sprintf("worker run %d: %s", run, note))
 		if werr == nil {
 			return nil
 		}
@@ -434,7 +520,11 @@ func describeRun(err error, killedAt, before, after, resumed int64, size int) st
 // demoTally is the final table, counted from what the server saw.
 type demoTally struct {
 	calls, attempts, replays, charges, duplicates, lost int
-	kills                                               int
+	kills, midDownload                                  int
+	jobs                                                bool
+	verified, outputs, corrupt, refunds, canceled       int
+	fetched, outputBytes                                int64
+	refunded                                            int64
 	crash, noKeys                                       bool
 	causes                                              map[string]int
 	wall                                                time.Duration
@@ -463,8 +553,14 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 			t.causes["dropped after commit"]++
 		}
 	}
-	t.kills = res.kills
+	t.kills, t.midDownload = res.kills, res.midDownload
 	l := srv.Ledger()
+	t.refunds, t.refunded = len(l.Refunds), l.Refunded(srv.APIKey)
+	for _, r := range srv.Requests() {
+		if strings.HasPrefix(r.Path, "/v1/outputs/") {
+			t.fetched += r.ResponseBytes
+		}
+	}
 	t.charges = l.Total()
 	t.duplicates = len(l.Duplicates())
 	if extra := t.charges - size; extra > t.duplicates {
@@ -483,6 +579,60 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 	}
 	res.mu.Unlock()
 	return t
+}
+
+// broken reports whether the table shows a broken promise.
+func (t demoTally) broken() bool {
+	return t.duplicates != 0 || t.lost != 0 || t.charges != t.calls || t.corrupt != 0 || t.verified != t.outputs
+}
+
+// verifyOutputs checks every finished job's file against the server's bytes
+// for its generation.
+func (t *demoTally) verifyOutputs(res *results, dir string, size int64, cancelEvery int) {
+	t.jobs = true
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	for i, gens := range res.gens {
+		if len(gens) == 1 && canceled(i, cancelEvery) {
+			t.canceled++
+		}
+		if len(gens) != 1 || canceled(i, cancelEvery) {
+			continue
+		}
+		t.outputs++
+		t.outputBytes += size
+		for id := range gens {
+			if sameFile(outputPath(dir, i), safegentest.OutputBytes(id, size)) {
+				t.verified++
+			} else {
+				t.corrupt++
+			}
+		}
+	}
+}
+
+// sameFile reports whether the file at path holds exactly want's bytes.
+func sameFile(path string, want io.Reader) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h1, h2 := sha256.New(), sha256.New()
+	n1, err1 := io.Copy(h1, f)
+	n2, err2 := io.Copy(h2, want)
+	return err1 == nil && err2 == nil && n1 == n2 && bytes.Equal(h1.Sum(nil), h2.Sum(nil))
+}
+
+// sizeText is a byte count for people.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 func (t demoTally) print(w io.Writer) {
@@ -511,14 +661,32 @@ func (t demoTally) print(w io.Writer) {
 		{"lost", strconv.Itoa(t.lost)},
 		{"wall time", t.wall.Round(time.Millisecond).String()},
 	}
+	if t.jobs {
+		ratio := 0.0
+		if t.outputBytes > 0 {
+			ratio = float64(t.fetched) / float64(t.outputBytes)
+		}
+		rows = append(rows[:len(rows)-1], append([][2]string{
+			{"outputs verified (size, sha256)", fmt.Sprintf("%d/%d", t.verified, t.outputs)},
+			{"bytes fetched / bytes of output", fmt.Sprintf("%s / %s (%.2fx: cut downloads resumed)", sizeText(t.fetched), sizeText(t.outputBytes), ratio)},
+			{"jobs canceled after create", fmt.Sprintf("%d (%d refunded while queued, %d credits back)", t.canceled, t.refunds, t.refunded)},
+		}, rows[len(rows)-1:]...)...)
+	}
 	if t.crash {
-		rows = append(rows[:1], append([][2]string{{"worker processes SIGKILLed", strconv.Itoa(t.kills)}}, rows[1:]...)...)
+		killed := strconv.Itoa(t.kills)
+		if t.midDownload > 0 {
+			killed += fmt.Sprintf(" (%d downloads cut mid-body by a kill)", t.midDownload)
+		}
+		rows = append(rows[:1], append([][2]string{{"worker processes SIGKILLed", killed}}, rows[1:]...)...)
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "  %-32s %s\n", r[0], r[1])
 	}
 	verdict := "every call billed exactly once, none lost"
-	if t.duplicates != 0 || t.lost != 0 || t.charges != t.calls {
+	if t.jobs {
+		verdict = "every job created and billed once, none lost, every output on disk verified"
+	}
+	if t.broken() {
 		verdict = "PROMISE BROKEN"
 	}
 	if t.noKeys {

@@ -70,14 +70,19 @@ func TestDemo(t *testing.T) {
 	assert.Regexp(t, `duplicates\s+0\n`, out)
 	assert.Regexp(t, `lost\s+0\n`, out)
 	assert.Regexp(t, `failed attempts by cause\s+\S`, out)
-	assert.Contains(t, out, "every call billed exactly once, none lost")
+	assert.Regexp(t, `outputs verified \(size, sha256\)\s+78/78\n`, out, "80 jobs, 2 canceled")
+	assert.Regexp(t, `jobs canceled after create\s+2 \(`, out)
+	assert.Contains(t, out, "every job created and billed once, none lost, every output on disk verified")
 }
 
 // TestDemoCrash is the crash test across processes: the worker (this test
-// binary, re-run) makes creates through the file journal against the fake
-// server in this process, is SIGKILLed at random points many times and
-// restarted (Resume, then its own loop with the same intent ids). The demo
-// checks the ledger itself and exits non-zero on any duplicate or loss.
+// binary, re-run) runs whole jobs (create, wait, download) through the file
+// journal against the fake server in this process, with API and download
+// faults, is SIGKILLed at random points many times (in every step: creates
+// in flight, waits, downloads half on disk) and restarted (Resume, then its
+// own loop with the same intent ids). The demo checks the ledger and every
+// output file against the server's bytes itself, and exits non-zero on any
+// duplicate, loss or mismatch.
 func TestDemoCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
@@ -94,6 +99,8 @@ func TestDemoCrash(t *testing.T) {
 	n, err := strconv.Atoi(kills[1])
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, n, 6, "the worker is killed again and again while work is in flight")
+	assert.Regexp(t, `outputs verified \(size, sha256\)\s+196/196\n`, out, "200 jobs, 4 canceled")
+	assert.Regexp(t, `\(\d+ downloads cut mid-body by a kill\)`, out, "kills land mid-download too")
 	fi, err := os.Stat(filepath.Join(dir, "demo.journal"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
