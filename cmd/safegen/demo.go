@@ -526,7 +526,7 @@ type demoTally struct {
 	fetched, outputBytes                                int64
 	refunded                                            int64
 	crash, noKeys                                       bool
-	causes                                              map[string]int
+	causes, dlCauses                                    map[string]int
 	wall                                                time.Duration
 }
 
@@ -556,9 +556,18 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 	t.kills, t.midDownload = res.kills, res.midDownload
 	l := srv.Ledger()
 	t.refunds, t.refunded = len(l.Refunds), l.Refunded(srv.APIKey)
+	t.dlCauses = map[string]int{}
 	for _, r := range srv.Requests() {
 		if strings.HasPrefix(r.Path, "/v1/outputs/") {
 			t.fetched += r.ResponseBytes
+			switch r.Fault {
+			case safegentest.FaultCut:
+				t.dlCauses["cut mid-body"]++
+			case safegentest.FaultReset:
+				t.dlCauses["reset"]++
+			case safegentest.FaultStatus:
+				t.dlCauses[strconv.Itoa(r.Status)]++
+			}
 		}
 	}
 	t.charges = l.Total()
@@ -624,6 +633,23 @@ func sameFile(path string, want io.Reader) bool {
 	return err1 == nil && err2 == nil && n1 == n2 && bytes.Equal(h1.Sum(nil), h2.Sum(nil))
 }
 
+// joinCounts lists counts by name, sorted: "503: 2, reset: 1".
+func joinCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
 // sizeText is a byte count for people.
 func sizeText(n int64) string {
 	switch {
@@ -667,6 +693,7 @@ func (t demoTally) print(w io.Writer) {
 			ratio = float64(t.fetched) / float64(t.outputBytes)
 		}
 		rows = append(rows[:len(rows)-1], append([][2]string{
+			{"failed downloads by cause", joinCounts(t.dlCauses)},
 			{"outputs verified (size, sha256)", fmt.Sprintf("%d/%d", t.verified, t.outputs)},
 			{"bytes fetched / bytes of output", fmt.Sprintf("%s / %s (%.2fx: cut downloads resumed)", sizeText(t.fetched), sizeText(t.outputBytes), ratio)},
 			{"jobs canceled after create", fmt.Sprintf("%d (%d refunded while queued, %d credits back)", t.canceled, t.refunds, t.refunded)},
