@@ -173,6 +173,19 @@ func (l *SpendLedger) Entries() []SpendEntry {
 	return out
 }
 
+// Entry returns key's line in the ledger, if it holds one: for a journal
+// that must know whether a Reserve or a Settle changes anything before it
+// records it.
+func (l *SpendLedger) Entry(key string) (SpendEntry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[key]
+	if !ok {
+		return SpendEntry{}, false
+	}
+	return SpendEntry{Key: key, Reserved: e.reserved, Charged: e.charged, Settled: e.settled}, true
+}
+
 // Report returns the totals (Limit 0).
 func (l *SpendLedger) Report() SpendReport {
 	l.mu.Lock()

@@ -11,7 +11,10 @@ import (
 // Compact rewrites the journal with only its live records, in the current
 // format (FormatVersion): a header, then the pending intents, the unfinished
 // jobs and the finished intents still within retention, each as a single
-// record holding its intent, outcome and latest job. The new file is written
+// record holding its intent, outcome and latest job, then the spend: a
+// reserve record for each key still reserved, a settle record for each
+// settled key whose intent is kept, and the charges of the other keys
+// folded into one spent record, so the totals survive. The new file is written
 // beside the old one, synced, and renamed over it. A File also compacts
 // itself when the file exceeds the compaction threshold and at least half of
 // it is dead.
@@ -112,12 +115,16 @@ func (j *File) compactLocked() error {
 		j.live -= e.size
 		e.size = 0 // records appended meanwhile count from here
 	}
+	spendRecs := j.spendRecordsLocked()
+	oldSpend := j.spendLive
+	j.live -= oldSpend
+	j.spendLive = 0
 	j.mu.Unlock()
 	data, err := encodeRecord(nil, &record{Op: opHeader, Version: FormatVersion})
 	hdr := int64(len(data))
 	var sizes []int64
 	if err == nil {
-		data, sizes, err = encodeAll(data, recs)
+		data, sizes, err = encodeAll(data, append(recs, spendRecs...))
 	}
 	renamed := false
 	var nf *os.File
@@ -130,6 +137,8 @@ func (j *File) compactLocked() error {
 			e.size += old[i]
 			j.live += old[i]
 		}
+		j.spendLive += oldSpend
+		j.live += oldSpend
 		return fmt.Errorf("journal: compact %s: %w", j.path, err)
 	}
 	for i, e := range es {
@@ -137,6 +146,9 @@ func (j *File) compactLocked() error {
 		if j.byID[e.in.ID] == e {
 			j.live += sizes[i]
 		}
+	}
+	for i, r := range spendRecs {
+		j.countSpendLocked(r.Key, sizes[len(es)+i])
 	}
 	j.live += hdr - j.hdr
 	j.hdr, j.version = hdr, FormatVersion

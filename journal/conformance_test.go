@@ -39,8 +39,8 @@ func openFile(t *testing.T, path string, opts ...journal.Option) *journal.File {
 	return j
 }
 
-// reopening is a JobJournal that reopens its File after every Begin,
-// Complete and Advance.
+// reopening is a JobJournal and SpendJournal that reopens its File after
+// every Begin, Complete, Advance, Reserve and Settle.
 type reopening struct {
 	t    *testing.T
 	path string
@@ -88,4 +88,40 @@ func (r *reopening) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.j.Unfinished(ctx)
+}
+
+func (r *reopening) Reserve(ctx context.Context, key string, credits, limit float64) (safegen.SpendReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.reopen()
+	return r.j.Reserve(ctx, key, credits, limit)
+}
+
+func (r *reopening) Settle(ctx context.Context, key string, charged float64) (safegen.SpendReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.reopen()
+	return r.j.Settle(ctx, key, charged)
+}
+
+func (r *reopening) Spend(ctx context.Context) (safegen.SpendReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.j.Spend(ctx)
+}
+
+// The spend outlives the File: a journal opened again on the same path
+// starts from the totals the last one left.
+func TestFileSpendReopen(t *testing.T) {
+	journaltest.RunSpendReopen(t, func(t *testing.T) func() safegen.SpendJournal {
+		path := filepath.Join(t.TempDir(), "journal")
+		var j *journal.File
+		return func() safegen.SpendJournal {
+			if j != nil {
+				require.NoError(t, j.Close())
+			}
+			j = openFile(t, path, journal.WithStrict())
+			return j
+		}
+	})
 }

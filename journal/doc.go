@@ -24,12 +24,12 @@
 // header record naming its version, 2. A file without a header is version 1,
 // as written by releases before jobs: it opens and behaves as it did, and is
 // rewritten as version 2 by its first compaction or before its first job
-// record goes into it. A file whose header names a version newer than
+// or spend record goes into it. A file whose header names a version newer than
 // FormatVersion is refused with ErrUnsupportedVersion and left untouched.
 // A release that only reads version 1 sees the header and the job records of
 // a version 2 file as damaged records: it repairs them away (keeping every
-// intent and outcome, losing the job steps) or, with WithStrict, refuses the
-// file.
+// intent and outcome, losing the job steps and the spend) or, with
+// WithStrict, refuses the file.
 //
 // Memory keeps the same promises within one process run only, for tests and
 // for programs that want intent-id deduplication without a file.

@@ -17,13 +17,15 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
-// File is the file-backed safegen.JobJournal, the SDK's embedded default. It
-// appends checksummed records to one file, makes every Begin durable (fsync)
-// before returning while many concurrent Begins share one fsync, batches
-// Completes and Advances, keeps finished intents for the retention period
-// and unfinished jobs for as long as they are unfinished, compacts itself,
-// and repairs a torn or damaged file at Open. One File at a time may hold a
-// journal: a second opener, in this process or another, gets ErrLocked.
+// File is the file-backed safegen.JobJournal and safegen.SpendJournal, the
+// SDK's embedded default. It appends checksummed records to one file, makes
+// every Begin and Reserve durable (fsync) before returning while many
+// concurrent callers share one fsync, batches Completes, Advances and
+// Settles, keeps finished intents for the retention period and unfinished
+// jobs for as long as they are unfinished, keeps the spend totals for as
+// long as the file lives, compacts itself, and repairs a torn or damaged
+// file at Open. One File at a time may hold a journal: a second opener, in
+// this process or another, gets ErrLocked.
 //
 // A File is safe for concurrent use by multiple goroutines. Close it to flush
 // the last Completes and release the lock.
@@ -54,9 +56,16 @@ type File struct {
 	flushing          bool
 	flushed           chan struct{}
 
+	// spend is the ledger of the safegen.SpendJournal (spend.go), changed
+	// only with mu held.
+	spend safegen.SpendLedger
+
 	// Compaction accounting: total is the bytes in the file plus buf, live
-	// the bytes of the records that still describe an intent.
+	// the bytes of the records that still describe an intent or the spend;
+	// spendLive is the part of live held by spend records counted in no
+	// intent's size.
 	total, live   int64
+	spendLive     int64
 	compactRetry  int64 // total under which a failed compaction is not retried
 	closed        bool
 	err           error // sticky: a failed write or sync leaves the file unknown
@@ -321,7 +330,7 @@ func reportOf(res scanResult) RecoveryReport {
 // outcomes of completed ones) only count as dead bytes. The intents past
 // retention are dropped after the replay (Open's maybeCompactLocked), except
 // that a begin record for the id or key of one is the intent begun again
-// after the first was dropped.
+// after the first was dropped. Spend records rebuild the spend ledger.
 func (j *File) apply(r record, size int64, now time.Time) {
 	switch r.Op {
 	case opHeader:
@@ -379,6 +388,8 @@ func (j *File) apply(r record, size int64, now time.Time) {
 			e.at = atOf(r)
 			j.queueLocked(e)
 		}
+	case opReserve, opSettle, opSpent:
+		j.applySpend(r, size)
 	}
 }
 
@@ -656,11 +667,13 @@ func (j *File) expired(e *entry, now time.Time) bool {
 	return e.finished() && !now.Before(e.at.Add(j.cfg.retention))
 }
 
-// drop forgets e.
+// drop forgets e, and its key's spend entry if settled (its charge stays
+// in the total).
 func (j *File) drop(e *entry) {
 	if j.byID[e.in.ID] == e {
 		delete(j.byID, e.in.ID)
 		delete(j.byKey, e.in.Key)
 		j.live -= e.size
+		j.spend.Forget(e.in.Key)
 	}
 }

@@ -11,16 +11,18 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
-// Memory is a safegen.JobJournal held in memory only. It deduplicates intent ids and
-// keys within one process run and forgets everything when the process ends,
-// so it protects nothing across a crash: use it in tests, or in processes
-// that only want intent-id deduplication. It keeps completed intents for as
-// long as it lives. It is safe for concurrent use by multiple goroutines.
+// Memory is a safegen.JobJournal and safegen.SpendJournal held in memory
+// only. It deduplicates intent ids and keys within one process run and
+// forgets everything when the process ends, so it protects nothing across a
+// crash: use it in tests, or in processes that only want intent-id
+// deduplication. It keeps completed intents and the spend of every key for
+// as long as it lives. It is safe for concurrent use by multiple goroutines.
 type Memory struct {
 	mu    sync.Mutex
 	byID  map[string]*memEntry
 	byKey map[string]*memEntry
 	next  uint64
+	spend safegen.SpendLedger
 }
 
 type memEntry struct {

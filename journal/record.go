@@ -33,10 +33,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 //
 //   - Version 1 (no header record) holds begin and complete records. A
 //     version 1 file opens and behaves as it did; it is rewritten as version 2
-//     by its first compaction or before its first job record.
+//     by its first compaction or before its first job or spend record.
 //   - Version 2 starts with a header record {"op":"header","version":2} and
-//     adds job records ({"op":"job","key":...,"job":{...}}) and the job of
-//     an intent in begin records.
+//     adds job records ({"op":"job","key":...,"job":{...}}), the job of an
+//     intent in begin records, and the spend records of File's
+//     safegen.SpendJournal: reserve ({"op":"reserve","key":...,"credits":C}:
+//     C credits held for the call with this key), settle
+//     ({"op":"settle","key":...,"credits":C}: its charge is C, its
+//     reservation released; a missing credits is 0) and spent
+//     ({"op":"spent","credits":C}: charges of keys the file no longer
+//     lists, written by compaction).
 //
 // A file whose header names a newer version is refused with
 // ErrUnsupportedVersion and left untouched.
@@ -47,13 +53,17 @@ const (
 	opHeader   = "header" // version 2: the first record, naming the format version
 	opBegin    = "begin"
 	opComplete = "complete"
-	opJob      = "job" // version 2: the job progress of the intent with Key
+	opJob      = "job"     // version 2: the job progress of the intent with Key
+	opReserve  = "reserve" // version 2: Credits reserved for the call with Key
+	opSettle   = "settle"  // version 2: the call with Key charged Credits
+	opSpent    = "spent"   // version 2: Credits charged to keys no longer listed
 )
 
 // record is the payload of one journal record: a header carries the format
 // version, a begin carries the intent (with its outcome and job, and At,
 // when written by compaction), a complete carries the key and the outcome,
-// a job carries the key and the job.
+// a job carries the key and the job, a reserve or a settle the key and the
+// credits, a spent the credits.
 type record struct {
 	Op      string           `json:"op"`
 	Version int              `json:"version,omitempty"`
@@ -61,6 +71,7 @@ type record struct {
 	Key     string           `json:"key,omitempty"`
 	Outcome *safegen.Outcome `json:"outcome,omitempty"`
 	Job     *safegen.Job     `json:"job,omitempty"`
+	Credits float64          `json:"credits,omitempty"`
 	// At is when the journal recorded the outcome or the job, on its own
 	// clock; the retention period runs from when the intent was finished.
 	At time.Time `json:"at,omitzero"`
@@ -151,6 +162,13 @@ func decodeRecord(payload []byte) (record, error) {
 	case opJob:
 		if r.Key == "" || r.Job == nil {
 			return record{}, errors.New("job record without key or job")
+		}
+	case opReserve, opSettle, opSpent:
+		if (r.Key == "") != (r.Op == opSpent) {
+			return record{}, fmt.Errorf("%s record with a wrong key", r.Op)
+		}
+		if r.Credits < 0 {
+			return record{}, fmt.Errorf("%s record with negative credits", r.Op)
 		}
 	default:
 		return record{}, fmt.Errorf("unknown record op %q", r.Op)

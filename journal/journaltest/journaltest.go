@@ -24,7 +24,9 @@ import (
 // conflicts with errors wrapping safegen.ErrKeyInUse and safegen.ErrIntentNotFound.
 // When the journals also implement safegen.JobJournal, the subtests under
 // "Jobs" check Advance and Unfinished too (see RunJobs); otherwise "Jobs"
-// is skipped, saying why.
+// is skipped, saying why. Likewise "Spend" checks Reserve, Settle and Spend
+// of a safegen.SpendJournal (see RunSpend); RunSpendReopen, which needs to
+// reopen a store, is the caller's to run.
 func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 	t.Helper()
 	for _, tc := range []struct {
@@ -52,6 +54,12 @@ func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 			t.Skipf("%T does not implement safegen.JobJournal", j)
 		}
 		RunJobs(t, func(t *testing.T) safegen.JobJournal { return open(t).(safegen.JobJournal) })
+	})
+	t.Run("Spend", func(t *testing.T) {
+		if j, ok := open(t).(safegen.SpendJournal); !ok {
+			t.Skipf("%T does not implement safegen.SpendJournal", j)
+		}
+		RunSpend(t, func(t *testing.T) safegen.SpendJournal { return open(t).(safegen.SpendJournal) })
 	})
 }
 
