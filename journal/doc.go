@@ -4,7 +4,9 @@
 // caller's process and the call is billed at most once and never lost. File
 // and Memory also implement safegen.JobJournal: they record the steps of
 // whole jobs (Generations.Run: create, wait, download), so a resumed job
-// carries on from its last recorded step.
+// carries on from its last recorded step. Both implement
+// safegen.SpendJournal too: they keep the spend of the Clients that use
+// them (WithSpendLimit), reservations and charges keyed by idempotency key.
 //
 // File is the embedded default: an append-only file of checksummed records.
 // Begin returns only once its record is fsynced, and concurrent Begins share
@@ -17,6 +19,22 @@
 // unfinished, compacts itself, repairs a torn or damaged file at Open
 // (Recovery says what it dropped), and is locked against a second opener
 // (ErrLocked).
+//
+// File's spend survives a crash. Reserve checks the limit and records the
+// reservation atomically (under the File's lock; the file lock keeps other
+// processes out) and returns once the record is fsynced, sharing the group
+// commit of Begin: a reservation lost in a crash could let the restarted
+// process spend past its limit. Settle is batched like Complete when losing
+// it is conservative (a charge at most what the key held: the restarted
+// process counts the reservation instead), and durable when it charges
+// more. Records reach the disk in the order the ledger saw them, so a
+// reservation that reused released credits is never on disk without the
+// Settle that released them. Open replays the records into the totals;
+// compaction writes them back (a reserve record per reserved key, a settle
+// record per settled key whose intent is kept) and folds the charges of
+// the keys whose intents the retention dropped into one spent record, so
+// Spent is kept for as long as the file lives while the records and the
+// ledger in memory stay bounded.
 //
 // # File format versions
 //

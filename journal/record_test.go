@@ -47,6 +47,18 @@ func TestDecodeRecord(t *testing.T) {
 		{"job null", `{"op":"job","key":"k","job":null}`, ""},
 		{"job of wrong type", `{"op":"job","key":"k","job":"started"}`, ""},
 		{"begin with job", `{"op":"begin","intent":{"id":"a","key":"k","method":"POST","path":"/","created_at":"2025-01-01T00:00:00Z","job":{"step":"started"}}}`, opBegin},
+		{"reserve", `{"op":"reserve","key":"k","credits":12.5}`, opReserve},
+		{"reserve of nothing", `{"op":"reserve","key":"k"}`, opReserve},
+		{"reserve without key", `{"op":"reserve","credits":1}`, ""},
+		{"reserve negative", `{"op":"reserve","key":"k","credits":-1}`, ""},
+		{"settle", `{"op":"settle","key":"k","credits":3}`, opSettle},
+		{"settle to zero", `{"op":"settle","key":"k"}`, opSettle},
+		{"settle without key", `{"op":"settle","credits":3}`, ""},
+		{"settle negative", `{"op":"settle","key":"k","credits":-3}`, ""},
+		{"settle of wrong type", `{"op":"settle","key":"k","credits":"3"}`, ""},
+		{"spent", `{"op":"spent","credits":1e6}`, opSpent},
+		{"spent with key", `{"op":"spent","key":"k","credits":1}`, ""},
+		{"spent negative", `{"op":"spent","credits":-1}`, ""},
 		{"unknown op", `{"op":"later"}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,6 +31,12 @@ func checkSpend(op, key string, credits float64) error {
 	return nil
 }
 
+// fits reports whether credits fit within limit beside the totals in rep,
+// as SpendLedger.Reserve decides it.
+func fits(rep safegen.SpendReport, credits, limit float64) bool {
+	return limit < 0 || rep.Spent+rep.Reserved+credits <= limit+1e-9
+}
+
 // checkReserve also refuses a NaN limit, which would be no limit at all.
 func checkReserve(key string, credits, limit float64) error {
 	if err := checkSpend("reserve", key, credits); err != nil {
@@ -107,7 +113,9 @@ func (j *File) Reserve(ctx context.Context, key string, credits, limit float64) 
 		j.mu.Unlock()
 		return safegen.SpendReport{}, err
 	}
-	if _, held := j.spend.Entry(key); !held && j.version < FormatVersion {
+	// A version 1 file is upgraded before the record goes into it, and
+	// not for a Reserve that is refused.
+	if _, held := j.spend.Entry(key); !held && j.version < FormatVersion && fits(j.spend.Report(), credits, limit) {
 		if err := j.upgradeLocked(); err != nil {
 			j.mu.Unlock()
 			return safegen.SpendReport{}, err
@@ -126,6 +134,15 @@ func (j *File) Reserve(ctx context.Context, key string, credits, limit float64) 
 	if err != nil {
 		j.mu.Unlock()
 		return rep, err
+	}
+	if j.version < FormatVersion {
+		// fits and the ledger disagreed by a rounding. The upgrade's
+		// compaction writes the reservation from the ledger; on failure
+		// the credits stay held in memory, which is conservative.
+		if err := j.upgradeLocked(); err != nil {
+			j.mu.Unlock()
+			return safegen.SpendReport{}, err
+		}
 	}
 	seq := j.appendLocked(frame)
 	j.countSpendLocked(key, int64(len(frame)))
