@@ -73,7 +73,7 @@ func TestMigrateFromV1(t *testing.T) {
 	var v int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT max(version) FROM safegen_schema_migrations`).Scan(&v))
 	require.Equal(t, pgjournal.SchemaVersion, v)
-	require.Equal(t, 2, pgjournal.SchemaVersion)
+	require.Equal(t, 3, pgjournal.SchemaVersion)
 
 	p, err := j.Pending(ctx)
 	require.NoError(t, err)

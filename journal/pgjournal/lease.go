@@ -60,7 +60,10 @@ func (j *Journal) Renew(ctx context.Context) (int64, error) {
 // or none) finished more than the retention ago (on the database clock:
 // from the later of the outcome and the job's end) and returns how many it
 // deleted. The journal runs it by itself at most once per prune interval;
-// pending intents and unfinished jobs are never pruned.
+// pending intents and unfinished jobs are never pruned. It then deletes the
+// spend rows of keys settled more than the retention ago whose intents are
+// gone, folding their charges into the namespace's totals row, so Spend
+// reports the same totals before and after; reserved keys are never pruned.
 func (j *Journal) Prune(ctx context.Context) (int64, error) {
 	tag, err := j.pool.Exec(ctx, `DELETE FROM safegen_intents
 		WHERE namespace = $1 AND done_at IS NOT NULL AND done_at < now() - $2 * interval '1 microsecond'
@@ -68,6 +71,9 @@ func (j *Journal) Prune(ctx context.Context) (int64, error) {
 		j.cfg.namespace, j.cfg.retention.Microseconds())
 	if err != nil {
 		return 0, fmt.Errorf("pgjournal: pruning: %w", err)
+	}
+	if err := j.pruneSpend(ctx); err != nil {
+		return tag.RowsAffected(), fmt.Errorf("pgjournal: pruning the spend: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

@@ -52,6 +52,31 @@ var migrations = []string{
 		ADD COLUMN job_done_at    timestamptz;
 	CREATE INDEX safegen_intents_unfinished ON safegen_intents (namespace, created_at, seq) WHERE job_unfinished;
 	CREATE INDEX safegen_intents_job_owner ON safegen_intents (namespace, owner) WHERE job_unfinished;`,
+	// 3: the spend (safegen.SpendJournal). safegen_spend holds one row per
+	// idempotency key reserved or charged; safegen_spend_totals one row per
+	// namespace with the running totals, whose row lock serializes every
+	// change to the namespace's spend: spent is every charge (pruned rows'
+	// included), reserved the reservations of unsettled keys, pruned the
+	// charges of the rows Prune deleted. So spent = sum(charged) + pruned
+	// and reserved = sum(reserved) over the namespace's rows. Credits are
+	// numeric: sums are exact.
+	`CREATE TABLE safegen_spend (
+		namespace  text        NOT NULL,
+		key        text        NOT NULL,
+		reserved   numeric     NOT NULL DEFAULT 0,
+		charged    numeric     NOT NULL DEFAULT 0,
+		settled    boolean     NOT NULL DEFAULT false,
+		updated_at timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (namespace, key)
+	);
+	CREATE INDEX safegen_spend_settled ON safegen_spend (namespace, updated_at) WHERE settled;
+	CREATE TABLE safegen_spend_totals (
+		namespace  text        PRIMARY KEY,
+		spent      numeric     NOT NULL DEFAULT 0,
+		reserved   numeric     NOT NULL DEFAULT 0,
+		pruned     numeric     NOT NULL DEFAULT 0,
+		updated_at timestamptz NOT NULL DEFAULT now()
+	);`,
 }
 
 // SchemaVersion is the schema version this package creates and expects.
