@@ -178,3 +178,40 @@ func BenchmarkCreateCPU(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCreateSpendGuard is the spend guard's cost on the happy path: a
+// create without a limit, with a limit and the caller's price (WithCost),
+// and with a limit priced by the cached estimate.
+func BenchmarkCreateSpendGuard(b *testing.B) {
+	srv := benchServer(b)
+	estimates := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/generations/estimate" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"credits":12}`))
+			return
+		}
+		srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	b.Cleanup(estimates.Close)
+	run := func(b *testing.B, url string, client []safegen.Option, call ...safegen.RequestOption) {
+		c, err := safegen.NewClient("sk_bench", append([]safegen.Option{safegen.WithBaseURL(url)}, client...)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Generations.Create(ctx, benchParams, call...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("no-limit", func(b *testing.B) { run(b, srv.URL, nil, safegen.WithCost(12)) })
+	b.Run("limit-with-cost", func(b *testing.B) {
+		run(b, srv.URL, []safegen.Option{safegen.WithSpendLimit(1e12)}, safegen.WithCost(12))
+	})
+	b.Run("limit-estimated", func(b *testing.B) {
+		run(b, estimates.URL, []safegen.Option{safegen.WithSpendLimit(1e12)})
+	})
+}

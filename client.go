@@ -48,8 +48,9 @@ type Client struct {
 	hc     *http.Client      // over the shared transport, wrapped
 	base   http.RoundTripper // the transport Close releases
 	budget *retryBudget
-	pacer  *pacer   // nil without WithRateLimit
-	slots  inFlight // nil without WithMaxInFlight
+	pacer  *pacer      // nil without WithRateLimit
+	slots  inFlight    // nil without WithMaxInFlight
+	spend  *spendGuard // nil without WithSpendLimit
 	// waiters holds the Waits in progress and recent events, for Notify.
 	waiters *waiters
 }
@@ -75,7 +76,7 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	if s.baseURL.Scheme == "http" && !s.insecureHTTP && !isLoopback(s.baseURL.Hostname()) {
 		return nil, fmt.Errorf("safegen: refusing to send the API key over plain http to %s; use https or WithInsecureHTTP", s.baseURL.Host)
 	}
-	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens), pacer: newPacer(&s), waiters: newWaiters()}
+	c := &Client{apiKey: apiKey, s: s, budget: newRetryBudget(s.budgetTokens), pacer: newPacer(&s), waiters: newWaiters(), spend: newSpendGuard(&s)}
 	if s.maxInFlight > 0 {
 		c.slots = make(inFlight, s.maxInFlight)
 	}
@@ -235,6 +236,15 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 			}
 		}()
 	}
+	// Price a billable call before taking a slot: the estimate is a call
+	// of its own.
+	price := 0.0
+	guarded := c.spend != nil && r.keyed && !(r.resume != nil && r.resume.Outcome != nil)
+	if guarded {
+		if price, err = c.spend.price(ctx, c, s, r); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.slots.acquire(ctx); err != nil {
 		return nil, &RetryError{Method: r.method, Path: r.path, Reason: "context done while waiting for a slot (WithMaxInFlight)", Err: err}
 	}
@@ -254,6 +264,11 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		}
 		if r.resume != nil && r.resume.Outcome != nil {
 			return c.fromOutcome(r, *r.resume.Outcome)
+		}
+		if guarded {
+			if err := c.spend.reserve(ctx, r, key, price); err != nil {
+				return nil, err
+			}
 		}
 	} else if s.intentID != "" || s.idempotencyKey != "" {
 		return nil, fmt.Errorf("safegen: %s %s is a safe call: it takes no idempotency key or intent id", r.method, r.path)
@@ -297,6 +312,9 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	apiErr := st.apiError(out)
 	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
 		c.complete(ctx, s, key, out)
+	}
+	if guarded && definitive(st.status, codeOf(apiErr)) {
+		c.spend.settle(ctx, s, key, out, apiErr, price)
 	}
 	if apiErr != nil {
 		// Retries that ran out or were cut short are worth a warning; a

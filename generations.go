@@ -204,7 +204,11 @@ func (s *GenerationsService) Cancel(ctx context.Context, id string, opts ...Requ
 	if err != nil {
 		return nil, err
 	}
-	return decodeGeneration(resp)
+	g, err := decodeGeneration(resp)
+	if err == nil && s.c.spend != nil {
+		s.c.spend.refund(ctx, &s.c.s, g) // a refunded cancel gives the credits back
+	}
+	return g, err
 }
 
 // Estimate returns the price of params. It never charges, so it carries no

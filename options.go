@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -53,6 +54,8 @@ type settings struct {
 	paceBurst     int
 	maxInFlight   int
 	idleTimeout   time.Duration
+	spendLimit    float64
+	spendOn       bool
 
 	// per call only
 	idempotencyKey string
@@ -60,6 +63,8 @@ type settings struct {
 	header         http.Header
 	meta           *ResponseMeta
 	progress       func(done, total int64)
+	cost           float64
+	costSet        bool
 }
 
 func defaultSettings() settings {
@@ -481,6 +486,49 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
+		return nil
+	}
+}
+
+// WithSpendLimit caps the credits this Client's billable calls may spend
+// (client only; default none). Before a billable call is sent its price is
+// reserved: WithCost, or Generations.Estimate for a create (never billed;
+// cached per model and parameters). A call that does not fit fails before
+// anything is sent with a *SpendLimitError matching ErrSpendLimit. A
+// definitive answer settles the reservation to the response's cost (a
+// replay is the same charge; a refunded cancel gives the credits back); a
+// call whose outcome is unknown keeps its reservation until a retry or
+// Resume learns it. With a SpendJournal (journal.File, journal.Memory,
+// pgjournal) the spend is journaled: a restarted process starts from what
+// was spent and reserved, and Clients sharing a pgjournal namespace share
+// one limit. credits must be finite and not negative.
+func WithSpendLimit(credits float64) Option {
+	return func(s *settings) error {
+		if err := clientOnly(s, "WithSpendLimit"); err != nil {
+			return err
+		}
+		if math.IsNaN(credits) || math.IsInf(credits, 0) || credits < 0 {
+			return fmt.Errorf("safegen: WithSpendLimit(%v): want a finite number of credits, 0 or more", credits)
+		}
+		s.spendLimit, s.spendOn = credits, true
+		return nil
+	}
+}
+
+// WithCost gives a billable call's price in credits, reserved against the
+// spend limit instead of asking Generations.Estimate (per call only;
+// default: the estimate). Do calls that bill need it under a spend limit,
+// since their price cannot be estimated. credits must be finite and not
+// negative.
+func WithCost(credits float64) Option {
+	return func(s *settings) error {
+		if !s.perCall {
+			return errors.New("safegen: WithCost is a per-call option")
+		}
+		if math.IsNaN(credits) || math.IsInf(credits, 0) || credits < 0 {
+			return fmt.Errorf("safegen: WithCost(%v): want a finite number of credits, 0 or more", credits)
+		}
+		s.cost, s.costSet = credits, true
 		return nil
 	}
 }

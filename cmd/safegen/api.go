@@ -23,6 +23,8 @@ type apiFlags struct {
 	timeout    time.Duration
 	maxRetries int
 	insecure   bool
+	maxCredits float64 // < 0: no spend limit
+	billing    bool    // the command bills: --max-credits is registered
 }
 
 func (a *apiFlags) register(fs *flag.FlagSet) {
@@ -33,6 +35,22 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
 	fs.IntVar(&a.maxRetries, "max-retries", 3, "retries after the first attempt")
 	fs.BoolVar(&a.insecure, "insecure-http", false, "allow plain http to a host that is not loopback (sends the key in clear)")
+	a.maxCredits = -1
+}
+
+// registerBilling registers the flags of a command that bills.
+func (a *apiFlags) registerBilling(fs *flag.FlagSet) {
+	a.billing = true
+	fs.Float64Var(&a.maxCredits, "max-credits", -1, "spend limit in credits: a call whose price does not fit is refused before it is sent (with --journal, counted across runs on that journal)")
+}
+
+// printSpend reports where the spend limit stands, on stderr.
+func (a *apiFlags) printSpend(e *env, c *safegen.Client) {
+	if a.maxCredits < 0 {
+		return
+	}
+	r := c.Spend()
+	fmt.Fprintf(e.stderr, "spend: %g of %g credits spent, %g reserved (outcome unknown), %g left\n", r.Spent, r.Limit, r.Reserved, r.Left())
 }
 
 // client builds the SDK client from flags and environment.
@@ -58,6 +76,9 @@ func (a *apiFlags) client(e *env, extra ...safegen.Option) (*safegen.Client, err
 	if a.insecure {
 		opts = append(opts, safegen.WithInsecureHTTP())
 	}
+	if a.maxCredits >= 0 {
+		opts = append(opts, safegen.WithSpendLimit(a.maxCredits))
+	}
 	c, err := safegen.NewClient(a.apiKey, append(opts, extra...)...)
 	if err != nil {
 		return nil, usageError(err.Error())
@@ -76,6 +97,7 @@ func (a *apiFlags) do(ctx context.Context, e *env, extra []safegen.Option, fn fu
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	code, err := fn(ctx, c)
+	a.printSpend(e, c)
 	if err != nil {
 		return fail(e, a.json, err)
 	}
@@ -218,6 +240,8 @@ func exitFor(err error) int {
 		return exitUsage
 	case errors.Is(err, safegen.ErrGenerationFailed):
 		return exitGenFailed
+	case errors.Is(err, safegen.ErrSpendLimit):
+		return exitLocal
 	case errors.As(err, &apiErr):
 		return exitAPI
 	case errors.Is(err, context.Canceled):
@@ -287,6 +311,7 @@ func runGenerate(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("generate", "generate --model M --prompt P [--duration S] [--wait] [flags]")
 	var a apiFlags
 	a.register(fs)
+	a.registerBilling(fs)
 	var p safegen.GenerationCreateParams
 	var key, intent, journalPath, input string
 	var wait bool
@@ -438,6 +463,7 @@ func runResume(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("resume", "resume --journal PATH [flags]")
 	var a apiFlags
 	a.register(fs)
+	a.registerBilling(fs)
 	var journalPath string
 	fs.StringVar(&journalPath, "journal", "", "the file journal whose pending intents to finish (required)")
 	pos, code, done := parseFlags(fs, e, args)

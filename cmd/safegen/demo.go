@@ -46,6 +46,7 @@ type demoConfig struct {
 	outputSize  int64
 	dlFaults    float64
 	cancels     int
+	maxCredits  float64
 }
 
 func (d *demoConfig) register(fs *flag.FlagSet) {
@@ -64,6 +65,7 @@ func (d *demoConfig) register(fs *flag.FlagSet) {
 	fs.Int64Var(&d.outputSize, "output-size", 32<<10, "bytes of each generation's output (each job downloads and verifies it)")
 	fs.Float64Var(&d.dlFaults, "download-faults", 0.10, "rate of downloads cut mid-body, reset or answered 503")
 	fs.IntVar(&d.cancels, "cancel-every", 50, "cancel every Nth job right after its create, while queued (refunded); 0 cancels none")
+	fs.Float64Var(&d.maxCredits, "max-credits", -1, "spend limit of the worker's client in credits (jobs that no longer fit are refused before they are sent); default none")
 	fs.BoolVar(&d.noKeys, "no-keys", false, "the counterfactual: the same faults against a plain client that retries without idempotency keys or a journal")
 }
 
@@ -81,6 +83,8 @@ func (d *demoConfig) validate() error {
 		return usageError("--download-faults must be between 0 and 0.9")
 	case d.cancels < 0:
 		return usageError("--cancel-every must not be negative")
+	case d.noKeys && d.maxCredits >= 0:
+		return usageError("--no-keys and --max-credits do not combine: the plain client has no spend guard")
 	case d.noKeys && d.crash:
 		return usageError("--no-keys and --crash do not combine: without a journal a killed worker loses its calls")
 	}
@@ -173,8 +177,14 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 		err = crashLoop(ctx, e, &d, srv, jpath, outDir, res, prog)
 	default:
 		w := workerConfig{url: srv.URL, apiKey: srv.APIKey, journal: jpath, outDir: outDir, size: d.size, concurrency: d.concurrency,
-			dialect: d.dialect, cancelEvery: d.cancels}
-		_, err = w.run(ctx, func(i int, gen string) { res.record(i, gen) })
+			dialect: d.dialect, cancelEvery: d.cancels, maxCredits: d.maxCredits}
+		_, err = w.run(ctx, func(i int, gen string) {
+			if gen == refusedMark {
+				res.refuse(i)
+				return
+			}
+			res.record(i, gen)
+		})
 	}
 	prog.stop()
 	if err != nil {
@@ -182,6 +192,7 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	}
 	t := tally(srv, res, d.size, time.Since(start))
 	t.crash, t.noKeys = d.crash, d.noKeys
+	t.limit = d.maxCredits
 	if !d.noKeys {
 		t.verifyOutputs(res, outDir, d.outputSize, d.cancels)
 	}
@@ -207,6 +218,21 @@ type results struct {
 	kills int // worker processes SIGKILLed (demo --crash)
 	// midDownload counts partial outputs left on disk by the kills.
 	midDownload int
+	// refused are the jobs the spend limit refused before sending.
+	refused map[int]bool
+}
+
+// refuse notes that job i was refused by the spend limit.
+func (r *results) refuse(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.refused == nil {
+		r.refused = map[int]bool{}
+	}
+	if !r.refused[i] && r.gens[i] == nil {
+		r.refused[i] = true
+		r.done.Add(1)
+	}
 }
 
 func newResults(n int) *results {
@@ -237,7 +263,8 @@ type workerConfig struct {
 	outDir               string // where each job's output goes
 	size, concurrency    int
 	dialect              string
-	cancelEvery          int // every Nth job is canceled after its create
+	cancelEvery          int     // every Nth job is canceled after its create
+	maxCredits           float64 // < 0: no spend limit
 }
 
 // canceled reports whether job i is one the demo cancels while queued.
@@ -273,10 +300,14 @@ func (w workerConfig) run(ctx context.Context, onDone func(i int, genID string))
 	}
 	defer j.Close()
 	d, _ := safegen.ParseDialect(w.dialect)
-	c, err := safegen.NewClient(w.apiKey, safegen.WithBaseURL(w.url), safegen.WithDialect(d), safegen.WithJournal(j),
+	opts := []safegen.Option{safegen.WithBaseURL(w.url), safegen.WithDialect(d), safegen.WithJournal(j),
 		safegen.WithBackoff(5*time.Millisecond, 2, 100*time.Millisecond), safegen.WithMaxRetries(8),
 		safegen.WithAttemptTimeout(5*time.Second), safegen.WithMaxRetryAfter(5*time.Second),
-		safegen.WithPollInterval(10*time.Millisecond, 100*time.Millisecond))
+		safegen.WithPollInterval(10*time.Millisecond, 100*time.Millisecond)}
+	if w.maxCredits >= 0 {
+		opts = append(opts, safegen.WithSpendLimit(w.maxCredits))
+	}
+	c, err := safegen.NewClient(w.apiKey, opts...)
 	if err != nil {
 		return 0, err
 	}
@@ -354,6 +385,14 @@ func (w workerConfig) one(ctx context.Context, c *safegen.Client, i int, onDone 
 			onDone(i, id)
 			return nil
 		}
+		if errors.Is(err, safegen.ErrSpendLimit) {
+			if c.Spend().Reserved == 0 {
+				onDone(i, refusedMark) // the limit is spent: the job is refused, not lost
+				return nil
+			}
+			// Calls whose outcome is unknown hold reservations: wait
+			// for their retries to settle them, then try again.
+		}
 		var apiErr *safegen.APIError
 		if errors.As(err, &apiErr) && !errors.Is(err, safegen.ErrServer) && !errors.Is(err, safegen.ErrRateLimited) &&
 			!errors.Is(err, safegen.ErrRequestInProgress) {
@@ -379,6 +418,9 @@ func (w workerConfig) createAndCancel(ctx context.Context, c *safegen.Client, i 
 	return g.ID, nil
 }
 
+// refusedMark stands for a generation id when the spend limit refused a job.
+const refusedMark = "refused"
+
 // jobIndex is the job number in an intent id made by intentID.
 func jobIndex(id string) (int, bool) {
 	n, err := strconv.Atoi(strings.TrimPrefix(id, "demo-"))
@@ -396,6 +438,7 @@ func runDemoWorker(ctx context.Context, e *env, args []string) int {
 	fs.StringVar(&w.dialect, "dialect", "default", "")
 	fs.StringVar(&w.outDir, "out-dir", "", "")
 	fs.IntVar(&w.cancelEvery, "cancel-every", 0, "")
+	fs.Float64Var(&w.maxCredits, "max-credits", -1, "")
 	if _, code, done := parseFlags(fs, e, args); done {
 		return code
 	}
@@ -437,7 +480,7 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 		delay := time.Duration(50+rng.IntN(350)) * time.Millisecond
 		cmd := exec.CommandContext(ctx, exe, "demo-worker", "--url", srv.URL, "--journal", jpath, "--out-dir", outDir,
 			"--size", strconv.Itoa(d.size), "--concurrency", strconv.Itoa(d.concurrency), "--dialect", d.dialect,
-			"--cancel-every", strconv.Itoa(d.cancels))
+			"--cancel-every", strconv.Itoa(d.cancels), "--max-credits", strconv.FormatFloat(d.maxCredits, 'g', -1, 64))
 		cmd.Env = append(os.Environ(), workerEnv+"=1", "SAFEGEN_API_KEY="+srv.APIKey)
 		cmd.Stderr = io.Discard
 		out, err := cmd.StdoutPipe()
@@ -465,6 +508,10 @@ func crashLoop(ctx context.Context, e *env, d *demoConfig, srv *safegentest.Serv
 			for sc.Scan() {
 				f := strings.Fields(sc.Text())
 				switch {
+				case len(f) == 3 && f[0] == "done" && f[2] == refusedMark:
+					if i, err := strconv.Atoi(f[1]); err == nil {
+						res.refuse(i)
+					}
 				case len(f) == 3 && f[0] == "done":
 					if i, err := strconv.Atoi(f[1]); err == nil && res.record(i, f[2]) {
 						if fresh++; kill && fresh >= threshold {
@@ -524,6 +571,8 @@ type demoTally struct {
 	jobs                                                bool
 	verified, outputs, corrupt, refunds, canceled       int
 	fetched, outputBytes                                int64
+	limit, spent                                        float64
+	refused                                             int
 	refunded                                            int64
 	crash, noKeys                                       bool
 	causes, dlCauses                                    map[string]int
@@ -554,6 +603,8 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 		}
 	}
 	t.kills, t.midDownload = res.kills, res.midDownload
+	t.limit = -1
+	t.spent = float64(srv.Ledger().Credits(srv.APIKey) - srv.Ledger().Refunded(srv.APIKey))
 	l := srv.Ledger()
 	t.refunds, t.refunded = len(l.Refunds), l.Refunded(srv.APIKey)
 	t.dlCauses = map[string]int{}
@@ -578,8 +629,10 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 		t.duplicates = extra
 	}
 	res.mu.Lock()
-	for _, g := range res.gens {
+	t.refused = len(res.refused)
+	for i, g := range res.gens {
 		switch {
+		case len(g) == 0 && res.refused[i]:
 		case len(g) == 0:
 			t.lost++
 		case len(g) > 1:
@@ -592,7 +645,8 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 
 // broken reports whether the table shows a broken promise.
 func (t demoTally) broken() bool {
-	return t.duplicates != 0 || t.lost != 0 || t.charges != t.calls || t.corrupt != 0 || t.verified != t.outputs
+	overspent := t.limit >= 0 && t.spent > t.limit
+	return t.duplicates != 0 || t.lost != 0 || t.charges != t.calls-t.refused || t.corrupt != 0 || t.verified != t.outputs || overspent
 }
 
 // verifyOutputs checks every finished job's file against the server's bytes
@@ -631,6 +685,14 @@ func sameFile(path string, want io.Reader) bool {
 	n1, err1 := io.Copy(h1, f)
 	n2, err2 := io.Copy(h2, want)
 	return err1 == nil && err2 == nil && n1 == n2 && bytes.Equal(h1.Sum(nil), h2.Sum(nil))
+}
+
+// spendText is the credits spent against the limit, if any.
+func (t demoTally) spendText() string {
+	if t.limit < 0 {
+		return fmt.Sprintf("%g (no limit; --max-credits sets one)", t.spent)
+	}
+	return fmt.Sprintf("%g of a %g limit (%d jobs refused before sending: the limit was spent)", t.spent, t.limit, t.refused)
 }
 
 // joinCounts lists counts by name, sorted: "503: 2, reset: 1".
@@ -697,6 +759,7 @@ func (t demoTally) print(w io.Writer) {
 			{"outputs verified (size, sha256)", fmt.Sprintf("%d/%d", t.verified, t.outputs)},
 			{"bytes fetched / bytes of output", fmt.Sprintf("%s / %s (%.2fx: cut downloads resumed)", sizeText(t.fetched), sizeText(t.outputBytes), ratio)},
 			{"jobs canceled after create", fmt.Sprintf("%d (%d refunded while queued, %d credits back)", t.canceled, t.refunds, t.refunded)},
+			{"credits spent (net of refunds)", t.spendText()},
 		}, rows[len(rows)-1:]...)...)
 	}
 	if t.crash {

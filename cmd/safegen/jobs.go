@@ -19,9 +19,10 @@ import (
 const jobTimeout = 6 * time.Hour
 
 func runRun(ctx context.Context, e *env, args []string) int {
-	fs := newFlagSet("run", "run --model M --prompt P --output FILE [--journal J --intent-id ID] [flags]")
+	fs := newFlagSet("run", "run --model M --prompt P --output FILE [--journal J --intent-id ID] [--max-credits N] [flags]")
 	var a apiFlags
 	a.register(fs)
+	a.registerBilling(fs)
 	a.timeout = jobTimeout
 	fs.Lookup("timeout").DefValue = jobTimeout.String()
 	var p safegen.GenerationCreateParams

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +131,16 @@ func TestDownloadAndCancelCommands(t *testing.T) {
 	assert.Len(t, slow.Ledger().Refunds, 1)
 	code, _, _ = runCmd(t, apiEnv(slow), "download", g.ID, "--output", filepath.Join(t.TempDir(), "y"))
 	assert.Equal(t, exitGenFailed, code)
+}
+
+func TestDemoMaxCredits(t *testing.T) {
+	code, out, errOut := runCmd(t, nil, "demo", "--size", "60", "--concurrency", "8", "--seed", "5", "--retry-after", "0",
+		"--max-credits", "100")
+	require.Equal(t, exitOK, code, "stderr: %s\nstdout: %s", errOut, out)
+	m := regexp.MustCompile(`credits spent \(net of refunds\)\s+(\d+) of a 100 limit \((\d+) jobs refused`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	spent, _ := strconv.Atoi(m[1])
+	assert.LessOrEqual(t, spent, 100)
+	assert.Greater(t, spent, 100-12, "the limit is used, not wasted")
+	assert.Regexp(t, `lost\s+0\n`, out)
 }

@@ -11,7 +11,7 @@
 // The API key and base URL come from --api-key and --base-url, or from
 // SAFEGEN_API_KEY and SAFEGEN_BASE_URL. Exit codes: 0 success, 1 the API
 // answered with an error, 2 usage error, 3 network failure or timeout,
-// 4 local failure (journal, files), 5 the generation ended failed or canceled.
+// 4 local failure (journal, files, spend limit), 5 the generation ended failed or canceled.
 package main
 
 import (
@@ -94,7 +94,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'safegen <command> --help' for a command's flags.")
 	fmt.Fprintln(w, "API key and base URL: --api-key/--base-url or SAFEGEN_API_KEY/SAFEGEN_BASE_URL.")
-	fmt.Fprintln(w, "Exit codes: 0 ok, 1 API error, 2 usage, 3 network, 4 local failure, 5 generation failed.")
+	fmt.Fprintln(w, "Exit codes: 0 ok, 1 API error, 2 usage, 3 network, 4 local failure (journal, files, spend limit), 5 generation failed.")
 }
 
 // run is the whole command, testable in-process.

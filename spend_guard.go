@@ -1,0 +1,180 @@
+package safegen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// spendBook is where a Client keeps its spend: its SpendJournal, or memory.
+type spendBook interface {
+	Reserve(ctx context.Context, key string, credits, limit float64) (SpendReport, error)
+	Settle(ctx context.Context, key string, charged float64) (SpendReport, error)
+	Spend(ctx context.Context) (SpendReport, error)
+}
+
+// memBook is a SpendLedger behind the spendBook interface.
+type memBook struct{ l SpendLedger }
+
+func (m *memBook) Reserve(_ context.Context, key string, credits, limit float64) (SpendReport, error) {
+	return m.l.Reserve(key, credits, limit)
+}
+
+func (m *memBook) Settle(_ context.Context, key string, charged float64) (SpendReport, error) {
+	return m.l.Settle(key, charged), nil
+}
+
+func (m *memBook) Spend(context.Context) (SpendReport, error) { return m.l.Report(), nil }
+
+// spendGuard is a Client's spend limit: the price of every billable call is
+// reserved before its first byte and settled to the answer's cost.
+type spendGuard struct {
+	limit     float64
+	book      spendBook
+	estimates sync.Map // estimateKey → float64
+	genKeys   sync.Map // generation id → idempotency key, for refunds
+	last      atomic.Pointer[SpendReport]
+}
+
+func newSpendGuard(s *settings) *spendGuard {
+	if !s.spendOn {
+		return nil
+	}
+	g := &spendGuard{limit: s.spendLimit}
+	if sj, ok := s.journal.(SpendJournal); ok {
+		g.book = sj
+	} else {
+		g.book = &memBook{}
+	}
+	g.last.Store(&SpendReport{})
+	return g
+}
+
+// price is what a billable call reserves: WithCost, else for a create the
+// estimate of its parameters (cached). Other billable calls need WithCost.
+func (g *spendGuard) price(ctx context.Context, c *Client, s *settings, r request) (float64, error) {
+	if s.costSet {
+		return s.cost, nil
+	}
+	if r.method == http.MethodPost && r.path == "/v1/generations" {
+		var p GenerationCreateParams
+		if err := json.Unmarshal(r.body, &p); err != nil {
+			return 0, fmt.Errorf("%w: reading the create's parameters to price it: %v", ErrInvalidRequest, err)
+		}
+		return g.estimate(ctx, c, &p)
+	}
+	return 0, fmt.Errorf("%w: %s %s is billable and the Client has a spend limit: give its price with WithCost",
+		ErrInvalidRequest, r.method, r.path)
+}
+
+// estimate returns the price of params from Generations.Estimate, asked once
+// per model and parameters (the prompt and webhook do not change a price).
+func (g *spendGuard) estimate(ctx context.Context, c *Client, p *GenerationCreateParams) (float64, error) {
+	input, _ := json.Marshal(p.Input) // map keys marshal sorted
+	key := p.Model + "\x00" + strconv.Itoa(p.DurationS) + "\x00" + string(input)
+	if v, ok := g.estimates.Load(key); ok {
+		return v.(float64), nil
+	}
+	e, err := c.Generations.Estimate(ctx, p, withoutKey)
+	if err != nil {
+		return 0, fmt.Errorf("safegen: pricing the create for the spend limit (Generations.Estimate; WithCost skips it): %w", err)
+	}
+	g.estimates.Store(key, e.Credits)
+	return e.Credits, nil
+}
+
+// reserve holds the call's price under its key, or refuses the call.
+func (g *spendGuard) reserve(ctx context.Context, r request, key string, price float64) error {
+	rep, err := g.book.Reserve(ctx, key, price, g.limit)
+	var se *SpendLimitError
+	if errors.As(err, &se) {
+		se.Method, se.Path, se.IdempotencyKey = r.method, r.path, key
+		se.Limit = g.limit
+		g.remember(rep)
+		return se
+	}
+	if err != nil {
+		return fmt.Errorf("safegen: %s %s: journal: spend not reserved, nothing sent: %w", r.method, r.path, err)
+	}
+	g.remember(rep)
+	return nil
+}
+
+// settle turns the reservation into the answer's charge: the response's
+// cost for a 2xx (the price reserved when it has none), nothing for a
+// refusal. A key reuse refusal changes nothing: the key belongs to another
+// request, whose charge stands.
+func (g *spendGuard) settle(ctx context.Context, s *settings, key string, out *response, apiErr *APIError, price float64) {
+	charged := 0.0
+	switch {
+	case apiErr == nil:
+		var v struct {
+			ID   string   `json:"id"`
+			Cost *float64 `json:"cost"`
+		}
+		charged = price
+		if json.Unmarshal(out.body, &v) == nil {
+			if v.Cost != nil {
+				charged = *v.Cost
+			}
+			if v.ID != "" {
+				g.genKeys.Store(v.ID, key)
+			}
+		}
+	case errors.Is(apiErr, ErrIdempotencyKeyReuse):
+		return
+	}
+	g.book1(ctx, s, key, charged)
+}
+
+// refund settles a canceled generation to what it still costs.
+func (g *spendGuard) refund(ctx context.Context, s *settings, gen *Generation) {
+	if gen.Status != StatusCanceled {
+		return
+	}
+	if key, ok := g.genKeys.Load(gen.ID); ok {
+		g.book1(ctx, s, key.(string), gen.Cost)
+	}
+}
+
+func (g *spendGuard) book1(ctx context.Context, s *settings, key string, charged float64) {
+	rep, err := g.book.Settle(context.WithoutCancel(ctx), key, charged)
+	if err != nil {
+		s.logger.Warn("safegen: journal: spend not settled; its reservation stays counted until a later settle",
+			"idempotency_key", key, "error", err.Error())
+		return
+	}
+	g.remember(rep)
+}
+
+func (g *spendGuard) remember(rep SpendReport) {
+	rep.Limit = g.limit
+	g.last.Store(&rep)
+}
+
+// Spend reports where the Client's spend limit stands: the limit, what
+// answered calls were charged, and what is reserved for calls in flight or
+// whose outcome is unknown. With a SpendJournal the figures are the
+// journal's (every Client sharing it); if it cannot be read within a few
+// seconds, the figures as of this Client's last reservation or settlement.
+// Without WithSpendLimit it is the zero SpendReport.
+func (c *Client) Spend() SpendReport {
+	g := c.spend
+	if g == nil {
+		return SpendReport{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rep, err := g.book.Spend(ctx)
+	if err != nil {
+		return *g.last.Load()
+	}
+	rep.Limit = g.limit
+	return rep
+}
