@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fleetChildEnv) != "" {
 		os.Exit(fleetChild())
 	}
+	if os.Getenv(spendChildEnv) != "" {
+		os.Exit(spendChild())
+	}
 	goleak.VerifyTestMain(m)
 }
 
