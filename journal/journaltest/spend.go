@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -334,4 +335,33 @@ func testSpendPersists(t *testing.T, open func() safegen.SpendJournal) {
 	requireReport(t, 57, 43, reserve(t, j, "key-f", 43, 100))
 	_, err = j.Reserve(ctx, "key-g", 0.5, 100)
 	requireRefused(t, err, "key-g", 100, 57, 43, 0.5)
+}
+
+// BenchReserve measures Reserves of new keys (1 credit each, under a limit
+// they never reach) from the given number of concurrent callers; ns/op is
+// wall time per Reserve.
+func BenchReserve(b *testing.B, j safegen.SpendJournal, callers int) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				if _, err := j.Reserve(ctx, fmt.Sprintf("key-%d", n), 1, 1e12); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
 }

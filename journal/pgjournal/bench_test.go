@@ -38,3 +38,30 @@ func BenchmarkBegin(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReserve measures Reserves of new keys from 1 and from 64
+// concurrent callers, in PostgreSQL (a transaction that takes the
+// namespace's totals row lock, so one namespace's Reserves commit one after
+// another) beside the file journal (group-committed fsyncs). ns/op is wall
+// time per Reserve.
+func BenchmarkReserve(b *testing.B) {
+	for _, store := range []string{"pg", "file"} {
+		for _, callers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/callers=%d", store, callers), func(b *testing.B) {
+				var j safegen.SpendJournal
+				switch store {
+				case "pg":
+					j = open(b, newPool(b))
+				case "file":
+					f, err := journal.Open(filepath.Join(b.TempDir(), "journal"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { _ = f.Close() })
+					j = f
+				}
+				journaltest.BenchReserve(b, j, callers)
+			})
+		}
+	}
+}

@@ -42,13 +42,34 @@
 // WithPruneInterval, or by Prune. An unfinished job is never deleted,
 // however old its outcome.
 //
+// It is a safegen.SpendJournal as well: every worker of a namespace shares
+// one spend, so a fleet of Clients with WithSpendLimit stays under one
+// limit. The spend is a row per idempotency key (reserved, charged) and a
+// row per namespace holding the running totals. Reserve, Settle and Prune
+// first lock the namespace's totals row (SELECT ... FOR UPDATE, in a READ
+// COMMITTED transaction), then read and write in statements that start
+// after the lock is held: the check that Spent + Reserved + credits fits in
+// the limit and the insert of the reservation are one atomic step across
+// every worker and process, because no other change to the namespace's
+// spend can commit in between. Reserve commits before it returns (a
+// reservation is durable like a Begin), and so does Settle. Credits are
+// numeric in the database: totals are exact sums. Reserves of one
+// namespace commit one after another (about a millisecond each, commit
+// included): plenty for billable calls, and namespaces do not wait for each
+// other. Prune deletes the rows of keys settled more than the retention ago
+// whose intents are gone; the totals row keeps their charges (its pruned
+// column), so Spend reports the same totals before and after.
+//
 // The schema is versioned (SchemaVersion): version 2 adds the job columns to
-// version 1's table without rewriting its rows. A worker of an older release
-// refuses a database at a newer version when it starts (New); one already
-// running during the migration keeps working but knows nothing of jobs: its
-// Complete releases the lease of an unfinished job, and its Prune may delete
-// an unfinished job whose outcome is past the retention. Finish a rolling
-// upgrade well within the retention.
+// version 1's table without rewriting its rows; version 3 adds the spend
+// tables. A worker of an older release refuses a database at a newer
+// version when it starts (New); one already running during the migration
+// keeps working but knows nothing of jobs (version 1) or of the spend
+// (versions 1 and 2): its Complete releases the lease of an unfinished job,
+// its Prune may delete an unfinished job whose outcome is past the
+// retention, and its Client, if it has a spend limit, keeps its spend in
+// memory, apart from the fleet's. Finish a rolling upgrade well within the
+// retention, and before relying on a fleet-wide limit.
 //
 // Close stops the renewer and the pruner; it does not close the pool, which
 // the caller owns.
