@@ -27,6 +27,7 @@ type config struct {
 	flushInterval time.Duration
 	clock         func() time.Time
 	strict        bool
+	sync          syncFunc // nil: (*os.File).Sync; tests observe or fail it
 }
 
 func defaultConfig() config {
