@@ -27,7 +27,10 @@ func Example() {
 	}
 	defer c.Close()
 
-	gen, err := c.Generations.Create(context.Background(), &safegen.GenerationCreateParams{
+	// Bound every call: retries and waits then end with the context.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gen, err := c.Generations.Create(ctx, &safegen.GenerationCreateParams{
 		Model: "veo-3-1-fast", Prompt: "a red fox running through snow", DurationS: 4,
 	})
 	if err != nil {
@@ -55,7 +58,10 @@ func ExampleAPIError_retryAfter() {
 	}
 	defer c.Close()
 
-	_, err = c.Generations.Create(context.Background(), &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a lighthouse"})
+	// The answer comes at once: the 10 s bound is never reached.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Generations.Create(ctx, &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a lighthouse"})
 	var apiErr *safegen.APIError
 	if errors.Is(err, safegen.ErrRateLimited) && errors.As(err, &apiErr) {
 		fmt.Println(apiErr.StatusCode, apiErr.Code, "retry after", apiErr.RetryAfter, "attempts", apiErr.Attempts)
@@ -74,7 +80,8 @@ func ExampleWithIdempotencyKey() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 
 	first, err := c.Generations.Create(ctx, &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a cat"},
 		safegen.WithIdempotencyKey("order-17"))
@@ -112,7 +119,9 @@ func ExampleClient_Do() {
 	var est struct {
 		Credits int `json:"credits"`
 	}
-	err = c.Do(context.Background(), http.MethodPost, "/v1/generations/estimate",
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Do(ctx, http.MethodPost, "/v1/generations/estimate",
 		map[string]any{"model": "veo-3-1-fast", "prompt": "waves", "duration_s": 4}, &est)
 	if err != nil {
 		log.Fatal(err)
