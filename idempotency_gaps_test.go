@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -407,4 +408,46 @@ func TestResumeExpiryMargin(t *testing.T) {
 			assert.Empty(t, pendingKeys(t, j))
 		})
 	}
+}
+
+// TestValidateIdempotencyKeyEdges: the edges of a valid key, byte by byte.
+func TestValidateIdempotencyKeyEdges(t *testing.T) {
+	tests := []struct {
+		name    string
+		dialect safegen.Dialect
+		key     string
+		ok      bool
+	}{
+		{"one byte", safegen.DialectDefault, "k", true},
+		{"255 bytes", safegen.DialectDefault, strings.Repeat("k", 255), true},
+		{"256 bytes", safegen.DialectDefault, strings.Repeat("k", 256), false},
+		{"rimp: 200 bytes", safegen.DialectRimp, strings.Repeat("k", 200), true},
+		{"rimp: 201 bytes", safegen.DialectRimp, strings.Repeat("k", 201), false},
+		{"empty", safegen.DialectDefault, "", false},
+		{"every printable byte", safegen.DialectDefault, "!" + printableASCII() + "~", true},
+		{"inner space", safegen.DialectDefault, "order 17", true},
+		{"DEL", safegen.DialectDefault, "order\x7f17", false},
+		{"unit separator", safegen.DialectDefault, "order\x1f17", false},
+		{"byte 0x80", safegen.DialectDefault, "order\x8017", false},
+		{"leading space", safegen.DialectDefault, " order-17", false},
+		{"trailing space", safegen.DialectDefault, "order-17 ", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := safegen.ValidateIdempotencyKey(tt.dialect, tt.key)
+			if tt.ok {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorIs(t, err, safegen.ErrInvalidIdempotencyKey)
+			}
+		})
+	}
+}
+
+func printableASCII() string {
+	var b strings.Builder
+	for c := byte(0x20); c <= 0x7e; c++ {
+		b.WriteByte(c)
+	}
+	return b.String()
 }

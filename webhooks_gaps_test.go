@@ -3,6 +3,7 @@ package safegen
 import (
 	"encoding/base64"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,5 +81,16 @@ func TestVerifyWebhookComparesWholeSignature(t *testing.T) {
 			require.ErrorIs(t, err, ErrWebhookSignature)
 			assert.NotErrorIs(t, err, ErrWebhookMalformed)
 		})
+	}
+}
+
+// TestWebhookToleranceNotPositiveKeepsDefault: a zero or negative tolerance
+// keeps the 5-minute default: a delivery a minute old still passes, one
+// ten minutes old does not.
+func TestWebhookToleranceNotPositiveKeepsDefault(t *testing.T) {
+	h := SignPayload(whSecret, whBody, whAt)
+	for _, d := range []time.Duration{0, -1, -time.Hour} {
+		assert.NoError(t, VerifyWebhook(h, whBody, []string{whSecret}, at(whAt.Add(time.Minute)), WithWebhookTolerance(d)), "tolerance %v", d)
+		assert.ErrorIs(t, VerifyWebhook(h, whBody, []string{whSecret}, at(whAt.Add(10*time.Minute)), WithWebhookTolerance(d)), ErrWebhookTimestamp, "tolerance %v", d)
 	}
 }

@@ -257,3 +257,47 @@ func TestCompactionSyncsBeforeRename(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoCompactionOnlyWhenHalfDead: past the threshold, a File rewrites
+// itself only once at least half of it is dead. A file of pending intents
+// is never rewritten (a rewrite on every commit would copy the whole file
+// each time); once its intents are completed and past retention, the next
+// commit compacts it, once, and it shrinks under the threshold.
+func TestAutoCompactionOnlyWhenHalfDead(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal")
+	clock := newClock()
+	var mu sync.Mutex
+	compactions := 0
+	hook := func(f *os.File) error {
+		if filepath.Base(f.Name()) == "journal.compact" {
+			mu.Lock()
+			compactions++
+			mu.Unlock()
+		}
+		return f.Sync()
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return compactions
+	}
+	const threshold = 8 << 10
+	j := openFile(t, path, journal.WithSyncFunc(hook), journal.WithClock(clock.Now), journal.WithRetention(time.Hour),
+		journal.WithCompactThreshold(threshold), journal.WithFlushInterval(time.Hour))
+	n := 0
+	for fileSize(t, path) < 3*threshold {
+		begin(t, j, newIntent(n))
+		n++
+	}
+	require.Zero(t, count(), "a file of pending intents is never rewritten")
+
+	for i := range n {
+		require.NoError(t, j.Complete(ctx, newIntent(i).Key, safegen.Outcome{StatusCode: 201}))
+	}
+	clock.Advance(2 * time.Hour)
+	begin(t, j, newIntent(n)) // its commit carries the Completes, then compacts
+	require.Equal(t, 1, count())
+	require.Less(t, fileSize(t, path), int64(threshold))
+	require.Equal(t, []string{newIntent(n).ID}, pendingIDs(t, j))
+}
