@@ -66,8 +66,10 @@ func ExampleAPIError_retryAfter() {
 	if errors.Is(err, safegen.ErrRateLimited) && errors.As(err, &apiErr) {
 		fmt.Println(apiErr.StatusCode, apiErr.Code, "retry after", apiErr.RetryAfter, "attempts", apiErr.Attempts)
 	}
+	fmt.Println("past the bound:", errors.Is(err, safegen.ErrRetryAfterTooLong))
 	// Output:
 	// 429 anomaly_paused retry after 30m0s attempts 1
+	// past the bound: true
 }
 
 // Reusing one key for two different requests is a bug in the caller; the

@@ -10,10 +10,12 @@
 //
 // Usage, from anywhere in the module:
 //
-//	go run ./tools/mutate [-only REGEXP] [-run REGEXP] [-timeout 3m] [-min 95] [-list] [-v]
+//	go run ./tools/mutate [-only REGEXP] [-run REGEXP] [-pkg PKGS] [-timeout 3m] [-min 95] [-list] [-v]
 //
 // -only selects mutants by id; -run is passed to go test, to see whether
-// given tests alone kill a mutant; -min is the score (percent) under which
+// given tests alone kill a mutant; -pkg tests other packages instead of the
+// mutant's own (say, ./journal/pgjournal, which imports the root); -min is
+// the score (percent) under which
 // the run fails. A mutant whose old text is not found exactly once is stale
 // (the code changed): the run fails until the list is updated. A mutant that
 // does not compile is invalid, also a failure: fix its new text.
@@ -72,6 +74,7 @@ type result struct {
 func main() {
 	only := flag.String("only", "", "run only the mutants whose id matches this regexp")
 	run := flag.String("run", "", "pass -run to go test: which tests may kill the mutants")
+	pkgs := flag.String("pkg", "", "comma-separated packages to test instead of each mutant's own")
 	timeout := flag.Duration("timeout", 3*time.Minute, "go test -timeout for one mutant; a mutant that hangs the tests is killed")
 	minScore := flag.Float64("min", 95, "fail when a package's score (percent killed) is below this")
 	list := flag.Bool("list", false, "list the mutants and exit")
@@ -111,7 +114,7 @@ func main() {
 	fmt.Printf("mutate: %d mutants, go test -timeout %s per mutant, tree untouched (-overlay)\n", len(sel), *timeout)
 	var results []result
 	for i, m := range sel {
-		r := runMutant(root, tmp, i, m, *run, *timeout)
+		r := runMutant(root, tmp, i, m, *run, *pkgs, *timeout)
 		results = append(results, r)
 		by := ""
 		if len(r.by) > 0 {
@@ -130,7 +133,7 @@ func main() {
 }
 
 // runMutant applies m through an overlay and runs its package's tests.
-func runMutant(root, tmp string, i int, m mutant, run string, timeout time.Duration) result {
+func runMutant(root, tmp string, i int, m mutant, run, pkgs string, timeout time.Duration) result {
 	r := result{m: m}
 	path := filepath.Join(root, filepath.FromSlash(m.File))
 	src, err := os.ReadFile(path)
@@ -164,7 +167,11 @@ func runMutant(root, tmp string, i int, m mutant, run string, timeout time.Durat
 	if run != "" {
 		args = append(args, "-run="+run)
 	}
-	args = append(args, "./"+filepath.ToSlash(filepath.Dir(m.File)))
+	if pkgs != "" {
+		args = append(args, strings.Split(pkgs, ",")...)
+	} else {
+		args = append(args, "./"+filepath.ToSlash(filepath.Dir(m.File)))
+	}
 	// go test's own -timeout panics the test binary; this one is the
 	// backstop for a build or a binary that will not die.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
