@@ -51,11 +51,13 @@ func TestFullJitterSpread(t *testing.T) {
 // that does not back off at all, or never grows its waits, fails.
 func TestBackoffWaitsArePositiveAndGrow(t *testing.T) {
 	const calls, retries = 100, 4
-	ceilings := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+	// Long ceilings (the clock is fake): a draw of exactly zero, which full
+	// jitter allows, then has odds of about one in 10^10.
+	ceilings := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second}
 	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 500, apiErrBody("internal_error", "x"))
 	})
-	c, clk := newTestClient(t, rec.URL, WithMaxRetries(retries), WithBackoff(100*time.Millisecond, 2, 10*time.Second), WithRetryBudget(0))
+	c, clk := newTestClient(t, rec.URL, WithMaxRetries(retries), WithBackoff(10*time.Second, 2, time.Hour), WithRetryBudget(0))
 	for range calls {
 		_, err := c.Generations.Create(context.Background(), testParams)
 		require.ErrorIs(t, err, ErrServer)
