@@ -67,12 +67,24 @@ func (l *eventLog) syncHook(path, needle string, failWith error) func(f *os.File
 	}
 }
 
+// existingJournal returns the path of a new, empty journal already written
+// (its version header synced), so a test's sync hook sees only what its own
+// calls write.
+func existingJournal(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := journal.Open(path)
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+	return path
+}
+
 // TestBeginSyncedBeforeItReturns: Begin writes its record, then syncs it,
 // then returns; a failed sync fails Begin and every later call.
 func TestBeginSyncedBeforeItReturns(t *testing.T) {
 	ctx := context.Background()
 	t.Run("order", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "journal")
+		path := existingJournal(t)
 		log := &eventLog{}
 		j := openFile(t, path, journal.WithSyncFunc(log.syncHook(path, "key-1", nil)), journal.WithFlushInterval(time.Hour))
 		_, err := j.Begin(ctx, newIntent(1))
@@ -88,7 +100,7 @@ func TestBeginSyncedBeforeItReturns(t *testing.T) {
 		assert.Equal(t, 2, log.Syncs())
 	})
 	t.Run("sync fails", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "journal")
+		path := existingJournal(t)
 		log := &eventLog{}
 		eio := errors.New("input/output error")
 		j := openFile(t, path, journal.WithSyncFunc(log.syncHook(path, "key-1", eio)))
@@ -151,7 +163,7 @@ func TestCreateSendsNothingBeforeBeginIsSynced(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "journal")
+			path := existingJournal(t)
 			log := &eventLog{}
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				k := r.Header.Get("Idempotency-Key")
