@@ -29,7 +29,10 @@ func Example() {
 	}
 	defer c.Close()
 
-	gen, err := c.Generations.Create(context.Background(), &safegen.GenerationCreateParams{
+	// Bound every call: retries and waits then end with the context.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gen, err := c.Generations.Create(ctx, &safegen.GenerationCreateParams{
 		Model: "veo-3-1-fast", Prompt: "a red fox running through snow", DurationS: 4,
 	})
 	if err != nil {
@@ -57,13 +60,18 @@ func ExampleAPIError_retryAfter() {
 	}
 	defer c.Close()
 
-	_, err = c.Generations.Create(context.Background(), &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a lighthouse"})
+	// The answer comes at once: the 10 s bound is never reached.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Generations.Create(ctx, &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a lighthouse"})
 	var apiErr *safegen.APIError
 	if errors.Is(err, safegen.ErrRateLimited) && errors.As(err, &apiErr) {
 		fmt.Println(apiErr.StatusCode, apiErr.Code, "retry after", apiErr.RetryAfter, "attempts", apiErr.Attempts)
 	}
+	fmt.Println("past the bound:", errors.Is(err, safegen.ErrRetryAfterTooLong))
 	// Output:
 	// 429 anomaly_paused retry after 30m0s attempts 1
+	// past the bound: true
 }
 
 // Reusing one key for two different requests is a bug in the caller; the
@@ -76,7 +84,8 @@ func ExampleWithIdempotencyKey() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 
 	first, err := c.Generations.Create(ctx, &safegen.GenerationCreateParams{Model: "img-2", Prompt: "a cat"},
 		safegen.WithIdempotencyKey("order-17"))
@@ -114,7 +123,9 @@ func ExampleClient_Do() {
 	var est struct {
 		Credits int `json:"credits"`
 	}
-	err = c.Do(context.Background(), http.MethodPost, "/v1/generations/estimate",
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Do(ctx, http.MethodPost, "/v1/generations/estimate",
 		map[string]any{"model": "veo-3-1-fast", "prompt": "waves", "duration_s": 4}, &est)
 	if err != nil {
 		log.Fatal(err)

@@ -106,6 +106,11 @@ func TestMaxInFlight(t *testing.T) {
 		cur.Add(-1)
 		writeJSON(w, 202, genBody)
 	})
+	// Release the handlers even when an assertion below stops the test, or
+	// the server's Close would wait for them for ever.
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll)
 	c, _ := newTestClient(t, rec.URL, WithMaxInFlight(2))
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
@@ -119,7 +124,7 @@ func TestMaxInFlight(t *testing.T) {
 	require.Eventually(t, func() bool { return cur.Load() == 2 }, 5*time.Second, time.Millisecond)
 	time.Sleep(20 * time.Millisecond) // give a third call the chance to slip through
 	assert.Equal(t, int32(2), cur.Load())
-	close(release)
+	releaseAll()
 	wg.Wait()
 	assert.Equal(t, int32(2), peak.Load())
 	assert.Len(t, rec.Seen(), 6)

@@ -3,7 +3,21 @@ package journal
 import (
 	"context"
 	"fmt"
+	"os"
 )
+
+// syncFunc makes a file's written bytes durable. It is (*os.File).Sync
+// unless a test sets config.sync to observe the order of writes, syncs and
+// requests, or to make a sync fail.
+type syncFunc func(f *os.File) error
+
+// syncFile syncs f with the configured syncFunc.
+func (c *config) syncFile(f *os.File) error {
+	if c.sync != nil {
+		return c.sync(f)
+	}
+	return f.Sync()
+}
 
 // appendLocked queues frame for the next group commit and returns the
 // appended count its durability waits for.
@@ -57,7 +71,7 @@ func (j *File) writeLocked() error {
 	j.mu.Unlock()
 	_, err := j.f.Write(batch)
 	if err == nil {
-		err = j.f.Sync()
+		err = j.cfg.syncFile(j.f)
 	}
 	j.mu.Lock()
 	if cap(batch) <= 1<<20 {

@@ -189,7 +189,7 @@ func (j *File) replaceFile(data []byte) (renamed bool, nf *os.File, err error) {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Sync()
+		err = j.cfg.syncFile(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -28,6 +28,7 @@ type config struct {
 	clock         func() time.Time
 	strict        bool
 	mustExist     bool
+	sync          syncFunc // nil: (*os.File).Sync; tests observe or fail it
 }
 
 func defaultConfig() config {

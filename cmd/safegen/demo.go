@@ -302,7 +302,7 @@ func (w workerConfig) run(ctx context.Context, onDone func(i int, genID string))
 	d, _ := safegen.ParseDialect(w.dialect)
 	opts := []safegen.Option{safegen.WithBaseURL(w.url), safegen.WithDialect(d), safegen.WithJournal(j),
 		safegen.WithBackoff(5*time.Millisecond, 2, 100*time.Millisecond), safegen.WithMaxRetries(8),
-		safegen.WithAttemptTimeout(5*time.Second), safegen.WithMaxRetryAfter(5*time.Second),
+		safegen.WithAttemptTimeout(5 * time.Second), safegen.WithMaxRetryAfter(5 * time.Second),
 		safegen.WithPollInterval(10*time.Millisecond, 100*time.Millisecond)}
 	if w.maxCredits >= 0 {
 		opts = append(opts, safegen.WithSpendLimit(w.maxCredits))

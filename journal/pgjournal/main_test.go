@@ -2,6 +2,7 @@ package pgjournal_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -27,7 +28,29 @@ func TestMain(m *testing.M) {
 	if os.Getenv(spendChildEnv) != "" {
 		os.Exit(spendChild())
 	}
+	skipExamplesWithoutDatabase()
 	goleak.VerifyTestMain(m)
+}
+
+// skipExamplesWithoutDatabase leaves the package's Examples out of the run
+// when there is no test database, as dsn skips the tests: an Example cannot
+// skip itself, and its "// Output:" would fail. It adds them to -test.skip
+// (the go test -skip flag), and says so on stderr (shown with -v). In CI
+// (CI=true) nothing is skipped, so a missing database fails the run.
+func skipExamplesWithoutDatabase() {
+	if os.Getenv(dsnEnv) != "" || os.Getenv("CI") == "true" {
+		return
+	}
+	flag.Parse()
+	skip := "^Example"
+	if cur := flag.Lookup("test.skip").Value.String(); cur != "" {
+		skip = cur + "|" + skip
+	}
+	if err := flag.Set("test.skip", skip); err != nil {
+		fmt.Fprintln(os.Stderr, "pgjournal:", err)
+		os.Exit(2)
+	}
+	fmt.Fprintf(os.Stderr, "pgjournal: %s is not set: Examples skipped (see .ci/postgres.sh)\n", dsnEnv)
 }
 
 // dsn returns the test database, skips the test without one, and fails it
