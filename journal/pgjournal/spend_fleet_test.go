@@ -125,6 +125,7 @@ func TestFleetSpendReserve(t *testing.T) {
 	}
 	for w, wk := range workers {
 		if w < 2 {
+			wk.wait(t, 10*time.Second)
 			require.Error(t, wk.err, "worker %d was killed", w)
 			continue
 		}
