@@ -33,7 +33,9 @@ var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
 // insert happen under the namespace's totals row lock, so concurrent workers
 // of one namespace never reserve past the limit together. A key already
 // reserved or charged is accepted as it is. A negative limit means no limit;
-// negative credits count as 0.
+// negative credits count as 0. If ctx ends or the connection fails while the
+// transaction commits, Reserve returns an error and the credits may or may
+// not be held: settle the key to release them.
 func (j *Journal) Reserve(ctx context.Context, key string, credits, limit float64) (safegen.SpendReport, error) {
 	if j.closed() {
 		return safegen.SpendReport{}, safegen.ErrJournalClosed
