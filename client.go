@@ -263,7 +263,15 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 			}()
 		}
 		if r.resume != nil && r.resume.Outcome != nil {
-			return c.fromOutcome(r, *r.resume.Outcome)
+			resp, err := c.fromOutcome(r, *r.resume.Outcome)
+			if c.spend != nil && resp != nil {
+				// Settling a recorded outcome again is harmless and
+				// releases a reservation a crash left behind.
+				var apiErr *APIError
+				errors.As(err, &apiErr)
+				c.spend.settle(ctx, s, key, resp, apiErr, 0)
+			}
+			return resp, err
 		}
 		if guarded {
 			if err := c.spend.reserve(ctx, r, key, price); err != nil {
@@ -310,11 +318,14 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		}
 	}
 	apiErr := st.apiError(out)
-	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
-		c.complete(ctx, s, key, out)
-	}
+	// Settle the spend before the journal records the outcome: a crash
+	// between the two then leaves the intent pending (Resume replays and
+	// settles it again, harmlessly), never a reservation held for good.
 	if guarded && definitive(st.status, codeOf(apiErr)) {
 		c.spend.settle(ctx, s, key, out, apiErr, price)
+	}
+	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
+		c.complete(ctx, s, key, out)
 	}
 	if apiErr != nil {
 		// Retries that ran out or were cut short are worth a warning; a

@@ -238,3 +238,75 @@ func TestSpendLimitUnderFaultsAndConcurrency(t *testing.T) {
 	assert.LessOrEqual(t, charged, limit)
 	assert.Empty(t, srv.Ledger().Duplicates())
 }
+
+// crashAfterReserve is a SpendJournal whose process "dies" right after a
+// reservation reached the disk and before the first byte is sent.
+type crashAfterReserve struct {
+	*journal.File
+}
+
+var errKilled = errors.New("killed after the reservation, before sending")
+
+func (j crashAfterReserve) Reserve(ctx context.Context, key string, credits, limit float64) (safegen.SpendReport, error) {
+	rep, err := j.File.Reserve(ctx, key, credits, limit)
+	if err != nil {
+		return rep, err
+	}
+	return rep, errKilled
+}
+
+// A crash between reserve and send: the restarted process starts from the
+// journaled reservation (not from zero), Resume sends the intent once and
+// settles it.
+func TestSpendCrashBetweenReserveAndSend(t *testing.T) {
+	srv := safegentest.NewServer(t, safegentest.WithRateLimit(0, 0))
+	path := t.TempDir() + "/spend.journal"
+	ctx := context.Background()
+
+	f, err := journal.Open(path)
+	require.NoError(t, err)
+	c := newClient(t, srv, safegen.WithSpendLimit(20), safegen.WithJournal(crashAfterReserve{f}))
+	_, err = c.Generations.Create(ctx, params, safegen.WithCost(paramsPrice), safegen.WithIntentID("order-1"))
+	require.ErrorIs(t, err, errKilled)
+	assert.Empty(t, billableAttempts(srv), "nothing was sent")
+	require.NoError(t, f.Close())
+
+	// The restarted process.
+	f, err = journal.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	c = newClient(t, srv, safegen.WithSpendLimit(20), safegen.WithJournal(f))
+	assert.Equal(t, safegen.SpendReport{Limit: 20, Reserved: paramsPrice}, c.Spend(), "not from zero")
+	_, err = c.Generations.Create(ctx, params, safegen.WithCost(paramsPrice), safegen.WithIntentID("order-2"))
+	require.ErrorIs(t, err, safegen.ErrSpendLimit, "the journaled reservation still counts")
+
+	rep, err := c.Resume(ctx)
+	require.NoError(t, err)
+	require.Len(t, rep.Completed, 1)
+	assert.Equal(t, "order-1", rep.Completed[0].Intent.ID)
+	assert.Equal(t, 1, srv.Ledger().Total())
+	assert.Equal(t, safegen.SpendReport{Limit: 20, Spent: paramsPrice}, c.Spend())
+	// order-2 was journaled but refused before sending: it is pending and
+	// unsent, and still does not fit.
+	assert.Len(t, billableAttempts(srv), 1)
+}
+
+// A restarted process starts from what its journal says was spent.
+func TestSpendSurvivesRestart(t *testing.T) {
+	srv := safegentest.NewServer(t, safegentest.WithRateLimit(0, 0))
+	path := t.TempDir() + "/spend.journal"
+	ctx := context.Background()
+	for run, want := range []error{nil, nil, safegen.ErrSpendLimit} {
+		f, err := journal.Open(path)
+		require.NoError(t, err)
+		c := newClient(t, srv, safegen.WithSpendLimit(30), safegen.WithJournal(f))
+		_, err = c.Generations.Create(ctx, params)
+		if want == nil {
+			require.NoError(t, err, "run %d", run)
+		} else {
+			require.ErrorIs(t, err, want, "run %d", run)
+		}
+		require.NoError(t, f.Close())
+	}
+	assert.Equal(t, 2, srv.Ledger().Total())
+}

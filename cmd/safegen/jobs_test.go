@@ -133,6 +133,28 @@ func TestDownloadAndCancelCommands(t *testing.T) {
 	assert.Equal(t, exitGenFailed, code)
 }
 
+func TestMaxCredits(t *testing.T) {
+	srv := newJobServer(t)
+	dir := t.TempDir()
+	jpath := filepath.Join(dir, "j.journal")
+	// img-2 costs 1 credit: a limit of 2 fits two runs.
+	for i, want := range []int{exitOK, exitOK, exitLocal} {
+		out := filepath.Join(dir, strconv.Itoa(i)+".png")
+		code, _, stderr := runCmd(t, apiEnv(srv), "run", "--model", "img-2", "--prompt", "x", "--output", out,
+			"--journal", jpath, "--max-credits", "2")
+		require.Equal(t, want, code, stderr)
+		assert.Contains(t, stderr, "spend: ")
+		if want == exitLocal {
+			assert.Contains(t, stderr, "spend limit")
+			assert.NoFileExists(t, out)
+		}
+	}
+	assert.Equal(t, 2, srv.Ledger().Total(), "the journal carried the spend across runs")
+	code, _, stderr := runCmd(t, apiEnv(srv), "generate", "--model", "img-2", "--prompt", "x", "--max-credits", "0")
+	assert.Equal(t, exitLocal, code, stderr)
+	assert.Equal(t, 2, srv.Ledger().Total())
+}
+
 func TestDemoMaxCredits(t *testing.T) {
 	code, out, errOut := runCmd(t, nil, "demo", "--size", "60", "--concurrency", "8", "--seed", "5", "--retry-after", "0",
 		"--max-credits", "100")

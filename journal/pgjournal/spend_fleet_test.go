@@ -260,11 +260,9 @@ func TestFleetSpendLimit(t *testing.T) {
 
 	charged := credits()
 	spent, reserved = requireConsistent(t, pool, ns)
-	// A worker killed after its journal recorded a call's outcome and before
-	// it settled the call leaves the reservation behind: the intent is
-	// complete, so no Resume re-sends it. Counted, not failed: it is
-	// conservative (held credits are never spent), and the Client's order
-	// (Complete, then Settle) decides it, not the journal.
+	// The Client settles before it records the outcome, so a worker killed
+	// between the two leaves the intent pending and Resume settles it: no
+	// answered call keeps its reservation.
 	var stranded float64
 	require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce(sum(s.reserved), 0) FROM safegen_spend s
 		JOIN safegen_intents i ON i.namespace = s.namespace AND i.key = s.key
@@ -273,9 +271,10 @@ func TestFleetSpendLimit(t *testing.T) {
 		limit, charged, srv.Ledger().Total(), srv.Ledger().Refunded(srv.APIKey), spent, reserved, stranded)
 	assert.LessOrEqual(t, charged, limit, "the server never charged past the limit")
 	assert.Empty(t, srv.Ledger().Duplicates())
-	assert.InDelta(t, stranded, reserved, 1e-9, "no outcome left unknown")
-	assert.InDelta(t, charged, spent+stranded, 1e-9, "the journal's book matches the server's")
-	assert.Greater(t, charged+stranded, limit-maxPrice, "the budget is not wasted")
+	assert.Zero(t, stranded, "no answered call keeps its reservation")
+	assert.InDelta(t, 0, reserved, 1e-9, "no outcome left unknown")
+	assert.InDelta(t, charged, spent, 1e-9, "the journal's book matches the server's")
+	assert.Greater(t, charged, limit-maxPrice, "the budget is not wasted")
 }
 
 // spendClientChild is one worker of TestFleetSpendLimit: it creates its
