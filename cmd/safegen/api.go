@@ -307,59 +307,87 @@ func genExit(g *safegen.Generation) int {
 	return exitOK
 }
 
+// createFlags are the flags of the commands that create a generation
+// (generate, run): the parameters, the key and the journal.
+type createFlags struct {
+	p                               safegen.GenerationCreateParams
+	key, intent, journalPath, input string
+}
+
+func (f *createFlags) register(fs *flag.FlagSet, journalUse string) {
+	fs.StringVar(&f.p.Model, "model", "", "model (required)")
+	fs.StringVar(&f.p.Prompt, "prompt", "", "prompt (required)")
+	fs.IntVar(&f.p.DurationS, "duration", 0, "clip length in seconds (video models)")
+	fs.StringVar(&f.p.WebhookURL, "webhook-url", "", "URL to receive the signed completion event")
+	fs.StringVar(&f.input, "input", "", "model inputs as a JSON object")
+	fs.StringVar(&f.key, "idempotency-key", "", "key to send (default: a fresh UUID v4); reuse it to retry the same call safely")
+	fs.StringVar(&f.intent, "intent-id", "", "name of this logical call in the journal (needs --journal)")
+	fs.StringVar(&f.journalPath, "journal", "", journalUse)
+}
+
+// check validates the flags once parsed.
+func (f *createFlags) check(cmd string, pos []string) error {
+	switch {
+	case len(pos) > 0:
+		return usageError(cmd + " takes no positional arguments: " + strings.Join(pos, " "))
+	case f.p.Model == "" || f.p.Prompt == "":
+		return usageError(cmd + " needs --model and --prompt")
+	case f.intent != "" && f.journalPath == "":
+		return usageError("--intent-id needs --journal")
+	}
+	if f.input != "" {
+		if err := json.Unmarshal([]byte(f.input), &f.p.Input); err != nil {
+			return usageError("--input must be a JSON object: " + err.Error())
+		}
+	}
+	return nil
+}
+
+// open opens the journal, if any, and returns the client and call options;
+// the caller closes the journal with closeJournal.
+func (f *createFlags) open() (client []safegen.Option, call []safegen.RequestOption, closeJournal func(), err error) {
+	closeJournal = func() {}
+	if f.journalPath != "" {
+		j, err := journal.Open(f.journalPath)
+		if err != nil {
+			return nil, nil, closeJournal, err
+		}
+		closeJournal = func() { j.Close() }
+		client = append(client, safegen.WithJournal(j))
+	}
+	if f.key != "" {
+		call = append(call, safegen.WithIdempotencyKey(f.key))
+	}
+	if f.intent != "" {
+		call = append(call, safegen.WithIntentID(f.intent))
+	}
+	return client, call, closeJournal, nil
+}
+
 func runGenerate(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("generate", "generate --model M --prompt P [--duration S] [--wait] [flags]")
 	var a apiFlags
 	a.register(fs)
 	a.registerBilling(fs)
-	var p safegen.GenerationCreateParams
-	var key, intent, journalPath, input string
+	var cf createFlags
+	cf.register(fs, "file journal: record the intent before sending, so 'safegen resume' can finish it")
 	var wait bool
-	fs.StringVar(&p.Model, "model", "", "model (required)")
-	fs.StringVar(&p.Prompt, "prompt", "", "prompt (required)")
-	fs.IntVar(&p.DurationS, "duration", 0, "clip length in seconds (video models)")
-	fs.StringVar(&p.WebhookURL, "webhook-url", "", "URL to receive the signed completion event")
-	fs.StringVar(&input, "input", "", "model inputs as a JSON object")
-	fs.StringVar(&key, "idempotency-key", "", "key to send (default: a fresh UUID v4); reuse it to retry the same call safely")
-	fs.StringVar(&intent, "intent-id", "", "name of this logical call in the journal (needs --journal)")
-	fs.StringVar(&journalPath, "journal", "", "file journal: record the intent before sending, so 'safegen resume' can finish it")
 	fs.BoolVar(&wait, "wait", false, "wait until the generation finishes")
 	pos, code, done := parseFlags(fs, e, args)
 	if done {
 		return code
 	}
-	if len(pos) > 0 {
-		return fail(e, a.json, usageError("generate takes no positional arguments: "+strings.Join(pos, " ")))
+	if err := cf.check("generate", pos); err != nil {
+		return fail(e, a.json, err)
 	}
-	if p.Model == "" || p.Prompt == "" {
-		return fail(e, a.json, usageError("generate needs --model and --prompt"))
+	extra, callOpts, closeJournal, err := cf.open()
+	defer closeJournal()
+	if err != nil {
+		return fail(e, a.json, err)
 	}
-	if input != "" {
-		if err := json.Unmarshal([]byte(input), &p.Input); err != nil {
-			return fail(e, a.json, usageError("--input must be a JSON object: "+err.Error()))
-		}
-	}
-	if intent != "" && journalPath == "" {
-		return fail(e, a.json, usageError("--intent-id needs --journal"))
-	}
-	var extra []safegen.Option
-	if journalPath != "" {
-		j, err := journal.Open(journalPath)
-		if err != nil {
-			return fail(e, a.json, err)
-		}
-		defer j.Close()
-		extra = append(extra, safegen.WithJournal(j))
-	}
-	var callOpts []safegen.RequestOption
-	if key != "" {
-		callOpts = append(callOpts, safegen.WithIdempotencyKey(key))
-	}
-	if intent != "" {
-		callOpts = append(callOpts, safegen.WithIntentID(intent))
-	}
+	p := &cf.p
 	return a.do(ctx, e, extra, func(ctx context.Context, c *safegen.Client) (int, error) {
-		g, err := c.Generations.Create(ctx, &p, callOpts...)
+		g, err := c.Generations.Create(ctx, p, callOpts...)
 		if err != nil {
 			return 0, err
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/safegen/safegen-go"
-	"github.com/safegen/safegen-go/journal"
 )
 
 // jobTimeout is the default bound of the commands that wait for a
@@ -25,54 +23,30 @@ func runRun(ctx context.Context, e *env, args []string) int {
 	a.registerBilling(fs)
 	a.timeout = jobTimeout
 	fs.Lookup("timeout").DefValue = jobTimeout.String()
-	var p safegen.GenerationCreateParams
-	var key, intent, journalPath, input, output string
-	fs.StringVar(&p.Model, "model", "", "model (required)")
-	fs.StringVar(&p.Prompt, "prompt", "", "prompt (required)")
-	fs.IntVar(&p.DurationS, "duration", 0, "clip length in seconds (video models)")
-	fs.StringVar(&p.WebhookURL, "webhook-url", "", "URL to receive the signed completion event")
-	fs.StringVar(&input, "input", "", "model inputs as a JSON object")
+	var cf createFlags
+	cf.register(fs, "file journal: record each step, so a re-run with --intent-id or 'safegen resume' finishes the job")
+	var output string
 	fs.StringVar(&output, "output", "", "file to write the output to (required); written only once verified")
-	fs.StringVar(&key, "idempotency-key", "", "key to send (default: a fresh UUID v4)")
-	fs.StringVar(&intent, "intent-id", "", "name of this job in the journal (needs --journal); re-run with it to carry the job on")
-	fs.StringVar(&journalPath, "journal", "", "file journal: record each step, so a re-run or 'safegen resume' finishes the job")
 	pos, code, done := parseFlags(fs, e, args)
 	if done {
 		return code
 	}
-	switch {
-	case len(pos) > 0:
-		return fail(e, a.json, usageError("run takes no positional arguments: "+strings.Join(pos, " ")))
-	case p.Model == "" || p.Prompt == "" || output == "":
-		return fail(e, a.json, usageError("run needs --model, --prompt and --output"))
-	case intent != "" && journalPath == "":
-		return fail(e, a.json, usageError("--intent-id needs --journal"))
+	if err := cf.check("run", pos); err != nil {
+		return fail(e, a.json, err)
 	}
-	if input != "" {
-		if err := json.Unmarshal([]byte(input), &p.Input); err != nil {
-			return fail(e, a.json, usageError("--input must be a JSON object: "+err.Error()))
-		}
+	if output == "" {
+		return fail(e, a.json, usageError("run needs --output"))
 	}
-	var extra []safegen.Option
-	if journalPath != "" {
-		j, err := journal.Open(journalPath)
-		if err != nil {
-			return fail(e, a.json, err)
-		}
-		defer j.Close()
-		extra = append(extra, safegen.WithJournal(j))
+	extra, callOpts, closeJournal, err := cf.open()
+	defer closeJournal()
+	if err != nil {
+		return fail(e, a.json, err)
 	}
-	var callOpts []safegen.RequestOption
-	if key != "" {
-		callOpts = append(callOpts, safegen.WithIdempotencyKey(key))
-	}
-	if intent != "" {
-		callOpts = append(callOpts, safegen.WithIntentID(intent))
-	}
+	p := &cf.p
 	bar := newDownloadBar(e, output, a.json)
 	callOpts = append(callOpts, safegen.WithProgress(bar.update))
 	return a.do(ctx, e, extra, func(ctx context.Context, c *safegen.Client) (int, error) {
-		g, err := c.Generations.Run(ctx, &p, output, callOpts...)
+		g, err := c.Generations.Run(ctx, p, output, callOpts...)
 		bar.done()
 		if err != nil {
 			var je *safegen.JobError
