@@ -65,9 +65,9 @@ type SpendJournal interface {
 	// check that Spent + Reserved + credits stays within limit across
 	// every Client sharing the journal; it returns a *SpendLimitError
 	// (matching ErrSpendLimit) when it does not. A key already reserved or
-	// charged is accepted as it is. A negative limit means no limit (a
-	// journal replaying its own records uses it); NaN or infinite credits
-	// or limit are an error.
+	// charged is accepted as it is. A negative or infinite limit means no
+	// limit (a journal replaying its own records uses it); NaN or infinite
+	// credits and a NaN limit are an error.
 	Reserve(ctx context.Context, key string, credits, limit float64) (SpendReport, error)
 	// Settle replaces the key's reservation (if any) by a charge of
 	// charged credits: the answer's cost, 0 for a call that was refused
@@ -97,8 +97,8 @@ type spendEntry struct {
 // Reserve holds credits under key if they fit within limit (see
 // SpendJournal.Reserve). A negative limit means no limit.
 func (l *SpendLedger) Reserve(key string, credits, limit float64) (SpendReport, error) {
-	if math.IsNaN(credits) || math.IsInf(credits, 0) || math.IsNaN(limit) || math.IsInf(limit, 0) {
-		return l.Report(), fmt.Errorf("safegen: spend ledger: reserve %v credits within %v: not finite numbers", credits, limit)
+	if math.IsNaN(credits) || math.IsInf(credits, 0) || math.IsNaN(limit) {
+		return l.Report(), fmt.Errorf("safegen: spend ledger: reserve %v credits within %v: not a number", credits, limit)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

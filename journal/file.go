@@ -578,27 +578,17 @@ func (j *File) queueLocked(e *entry) {
 // Pending lists the intents without an outcome, oldest first (by CreatedAt,
 // then by order of Begin).
 func (j *File) Pending(ctx context.Context) ([]safegen.Intent, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	j.mu.Lock()
-	if err := j.usableLocked(); err != nil {
-		j.mu.Unlock()
-		return nil, err
-	}
-	var ps []ordered
-	for _, e := range j.byID {
-		if e.in.Outcome == nil {
-			ps = append(ps, ordered{e.in, e.order}) // Body is never changed in place
-		}
-	}
-	j.mu.Unlock()
-	return sortedCopies(ps), nil
+	return j.list(ctx, safegen.Intent.Pending)
 }
 
 // Unfinished lists the intents whose Job is not Done, with or without an
 // outcome, oldest first (by CreatedAt, then by order of Begin).
 func (j *File) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
+	return j.list(ctx, unfinished)
+}
+
+// list returns copies of the intents keep selects, oldest first.
+func (j *File) list(ctx context.Context, keep func(safegen.Intent) bool) ([]safegen.Intent, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -609,7 +599,7 @@ func (j *File) Unfinished(ctx context.Context) ([]safegen.Intent, error) {
 	}
 	var ps []ordered
 	for _, e := range j.byID {
-		if unfinished(e.in) {
+		if keep(e.in) {
 			ps = append(ps, ordered{e.in, e.order}) // Body and Job are never changed in place
 		}
 	}
