@@ -173,6 +173,7 @@ type ResponseMeta struct {
 
 // request is one logical call as the pipeline sees it.
 type request struct {
+	op     string // the operation, for the Observer (CallInfo.Operation)
 	method string
 	path   string // path and query, from the API root
 	body   []byte
@@ -266,6 +267,7 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		return nil, fmt.Errorf("safegen: %s %s: %w", r.method, r.path, err)
 	}
 	c.setHeaders(req.Request, s, r, key)
+	st.op = r.op
 	req.SetResponseHandler(readBody)
 
 	hresp, derr := st.initRetryClient().Do(req)
@@ -288,15 +290,16 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	meta.Replayed = replayed(st.header)
 	out := &response{status: st.status, header: st.header, body: st.body, meta: meta}
 	if st.status >= 200 && st.status < 300 {
+		n := st.spent
 		if st.attempts == 1 {
-			c.budget.refund(noRetryRefund)
-		} else {
-			c.budget.refund(st.spent)
+			n = noRetryRefund
 		}
+		tokens, added := c.budget.refund(n)
+		c.budgetChanged(ctx, tokens, added)
 	}
 	apiErr := st.apiError(out)
 	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
-		c.complete(ctx, s, key, out)
+		c.complete(ctx, s, r.journaled.ID, key, out)
 	}
 	if apiErr != nil {
 		// Retries that ran out or were cut short are worth a warning; a
@@ -465,8 +468,9 @@ func replayed(h http.Header) bool {
 	return false
 }
 
-// transport counts attempts, numbers them in a header and bounds each one
-// with the attempt timeout. It wraps the shared RoundTripper.
+// transport counts attempts, numbers them in a header, bounds each one with
+// the attempt timeout and tells the Observer. It wraps the shared
+// RoundTripper, and hands it a request it cannot send twice (see resend.go).
 type transport struct{ base http.RoundTripper }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -475,15 +479,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	st.attempts++
-	if err := st.c.pacer.wait(req.Context()); err != nil {
+	h := attemptHeader(req.Header, st.attempts, st.c.s.observer != nil)
+	st.url = req.URL
+	ctx := st.attemptStart(req.Context(), h, req.URL)
+	if err := st.c.pacer.wait(ctx); err != nil {
 		return nil, err
 	}
 	if st.s.attemptTO <= 0 {
-		return t.base.RoundTrip(numbered(req, req.Context(), st.attempts))
+		return st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), st.s.attemptTO)
-	r := numbered(req, ctx, st.attempts)
-	resp, err := t.base.RoundTrip(r)
+	ctx, cancel := context.WithTimeout(ctx, st.s.attemptTO)
+	resp, err := st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	if err != nil {
 		cancel()
 		return nil, err
@@ -492,18 +498,27 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// numbered returns req for attempt n on ctx: the first attempt's headers
-// already say 1; a retry gets its own copy of them.
-func numbered(req *http.Request, ctx context.Context, n int) *http.Request {
-	if n == 1 {
-		if ctx == req.Context() {
-			return req
-		}
-		return req.WithContext(ctx)
+// sent notes the status of a redirect, which net/http follows without
+// asking the retry loop.
+func (st *callState) sent(resp *http.Response, err error) (*http.Response, error) {
+	if resp != nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		st.hop = resp.StatusCode
 	}
-	r := req.Clone(ctx)
-	r.Header.Set(AttemptHeader, strconv.Itoa(n))
-	return r
+	return resp, err
+}
+
+// attemptHeader returns the header map of attempt n: the request's own for
+// the first (its headers already say 1), unless an Observer may add to it;
+// a copy otherwise.
+func attemptHeader(h http.Header, n int, observed bool) http.Header {
+	if n == 1 && !observed {
+		return nil
+	}
+	h = h.Clone()
+	if n > 1 {
+		h[AttemptHeader] = []string{strconv.Itoa(n)}
+	}
+	return h
 }
 
 // cancelBody ends the attempt's context when its body is closed.
@@ -538,10 +553,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, opts 
 		return err
 	}
 	keyed := !(method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions)
-	resp, err := c.send(ctx, request{method: method, path: path, body: body, keyed: keyed}, opts)
-	if err != nil {
-		return err
+	ctx, ob := c.startCall(ctx, OpDo, method, path, opts)
+	resp, err := c.send(ctx, request{op: OpDo, method: method, path: path, body: body, keyed: keyed}, opts)
+	if err == nil {
+		err = decodeOut(resp, method, out)
 	}
+	ob.end(resp, err)
+	return err
+}
+
+// decodeOut stores a Do call's answer in out.
+func decodeOut(resp *response, method string, out any) error {
 	switch o := out.(type) {
 	case nil:
 		return nil
