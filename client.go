@@ -479,9 +479,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	st.attempts++
-	h := attemptHeader(req.Header, st.attempts, st.c.s.observer != nil)
 	st.url = req.URL
-	ctx := st.attemptStart(req.Context(), h, req.URL)
+	ctx, h := st.attemptStart(req.Context(), attemptHeader(req.Header, st.attempts), req.Header, req.URL)
 	if err := st.c.pacer.wait(ctx); err != nil {
 		return nil, err
 	}
@@ -507,17 +506,15 @@ func (st *callState) sent(resp *http.Response, err error) (*http.Response, error
 	return resp, err
 }
 
-// attemptHeader returns the header map of attempt n: the request's own for
-// the first (its headers already say 1), unless an Observer may add to it;
-// a copy otherwise.
-func attemptHeader(h http.Header, n int, observed bool) http.Header {
-	if n == 1 && !observed {
+// attemptHeader returns the header map of attempt n: nil for the first,
+// which sends the request's own (it already says 1); a copy numbered n
+// otherwise.
+func attemptHeader(h http.Header, n int) http.Header {
+	if n == 1 {
 		return nil
 	}
 	h = h.Clone()
-	if n > 1 {
-		h[AttemptHeader] = []string{strconv.Itoa(n)}
-	}
+	h[AttemptHeader] = []string{strconv.Itoa(n)}
 	return h
 }
 

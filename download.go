@@ -467,7 +467,8 @@ func (d *download) attempt(ctx context.Context) outcome {
 		AttemptHeader:     {strconv.Itoa(d.res.Attempts)},
 	}
 	d.st.attempts = d.res.Attempts
-	req = req.WithContext(countResends(d.st.attemptStart(actx, req.Header, d.url), req, d))
+	octx, _ := d.st.attemptStart(actx, req.Header, nil, d.url)
+	req = req.WithContext(countResends(octx, req, d))
 	if d.off > 0 {
 		if v := d.validator(); v != "" {
 			req.Header["Range"] = []string{"bytes=" + strconv.FormatInt(d.off, 10) + "-"}
@@ -967,5 +968,5 @@ func (d *download) resent() {
 		Err: errResent, Retry: true, Cause: "transport", Reason: "sent again by net/http"})
 	d.res.Attempts++
 	d.st.attempts = d.res.Attempts
-	d.st.attemptStart(d.st.ctx, nil, d.url)
+	d.st.attemptStart(d.st.ctx, nil, nil, d.url)
 }

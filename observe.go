@@ -15,8 +15,8 @@ import (
 // Every hook starts with a nil check, so a Client without an Observer pays
 // nothing more.
 
-// callObs is one logical call being observed; a nil *callObs (no Observer)
-// ignores every method.
+// callObs is one logical call being observed; the zero callObs (no
+// Observer) ignores every method.
 type callObs struct {
 	o     Observer
 	ctx   context.Context // the one CallStart returned
@@ -26,9 +26,9 @@ type callObs struct {
 
 // startCall tells the Observer a call begins and returns the context the
 // call runs under. The intent id and the caller's key come from opts.
-func (c *Client) startCall(ctx context.Context, op, method, path string, opts []Option) (context.Context, *callObs) {
+func (c *Client) startCall(ctx context.Context, op, method, path string, opts []Option) (context.Context, callObs) {
 	if c.s.observer == nil || ctx == nil {
-		return ctx, nil
+		return ctx, callObs{}
 	}
 	info := CallInfo{Operation: op, Method: method, Path: withoutQuery(path)}
 	if len(opts) > 0 {
@@ -40,12 +40,12 @@ func (c *Client) startCall(ctx context.Context, op, method, path string, opts []
 }
 
 // observeCall tells the Observer a call described by info begins.
-func (c *Client) observeCall(ctx context.Context, info CallInfo) (context.Context, *callObs) {
+func (c *Client) observeCall(ctx context.Context, info CallInfo) (context.Context, callObs) {
 	o := c.s.observer
 	if o == nil || ctx == nil {
-		return ctx, nil
+		return ctx, callObs{}
 	}
-	ob := &callObs{o: o, start: time.Now(), info: info}
+	ob := callObs{o: o, start: time.Now(), info: info}
 	ob.ctx = o.CallStart(ctx, info)
 	if ob.ctx == nil {
 		ob.ctx = ctx
@@ -56,7 +56,7 @@ func (c *Client) observeCall(ctx context.Context, info CallInfo) (context.Contex
 // end reports a call made of one request: resp is what send returned (nil
 // when it failed before sending), err what the call returns.
 func (ob *callObs) end(resp *response, err error) {
-	if ob == nil {
+	if ob.o == nil {
 		return
 	}
 	var m ResponseMeta
@@ -68,14 +68,23 @@ func (ob *callObs) end(resp *response, err error) {
 
 // finish reports the call's end from its meta and error.
 func (ob *callObs) finish(m ResponseMeta, err error) {
-	if ob == nil {
+	if ob.o == nil {
 		return
 	}
 	r := CallResult{CallInfo: ob.info, StatusCode: m.StatusCode, RequestID: m.RequestID, Attempts: m.Attempts,
-		Replayed: m.Replayed, FromJournal: m.FromJournal, Duration: time.Since(ob.start), Err: err, ErrorType: errorType(err)}
+		Replayed: m.Replayed, FromJournal: m.FromJournal, Duration: time.Since(ob.start), Err: err}
 	if m.IdempotencyKey != "" {
 		r.IdempotencyKey = m.IdempotencyKey
 	}
+	if err != nil {
+		r.ErrorType = errorType(err)
+		fromError(&r, err)
+	}
+	ob.o.CallEnd(ob.ctx, r)
+}
+
+// fromError fills in what the error knows and the meta did not.
+func fromError(r *CallResult, err error) {
 	var apiErr *APIError
 	var re *RetryError
 	switch {
@@ -94,16 +103,18 @@ func (ob *callObs) finish(m ResponseMeta, err error) {
 			r.IdempotencyKey = re.IdempotencyKey
 		}
 	}
-	ob.o.CallEnd(ob.ctx, r)
 }
 
-// attemptStart tells the Observer an attempt to u begins; h is the
-// attempt's own header map (nil: headers can no longer be added). It
-// returns the attempt's context: the Observer's, or ctx.
-func (st *callState) attemptStart(ctx context.Context, h http.Header, u *url.URL) context.Context {
+// attemptStart tells the Observer an attempt to u begins. h is the
+// attempt's header map, nil while it shares the call's (the first
+// attempt), or when the request is already on its way (a re-send net/http
+// makes). It returns the attempt's context (the Observer's, or ctx) and
+// its header map, a copy of the call's if the Observer added headers to
+// the first attempt.
+func (st *callState) attemptStart(ctx context.Context, h, shared http.Header, u *url.URL) (context.Context, http.Header) {
 	o := st.c.s.observer
 	if o == nil {
-		return ctx
+		return ctx, h
 	}
 	if st.actx != nil {
 		// The last attempt was never reported: a redirect that net/http
@@ -111,23 +122,28 @@ func (st *callState) attemptStart(ctx context.Context, h http.Header, u *url.URL
 		st.attemptEnd(&AttemptInfo{Operation: st.op, Method: st.method, Path: st.path, IdempotencyKey: st.key,
 			Attempt: st.attempts - 1, StatusCode: st.hop, Cause: "redirect", Reason: "redirect followed"})
 	}
-	req := AttemptRequest{Operation: st.op, Method: st.method, IdempotencyKey: st.key, Attempt: st.attempts}
-	if h != nil {
-		req.Header = HeaderCarrier{make(http.Header, 2)}
+	req := AttemptRequest{Operation: st.op, Method: st.method, IdempotencyKey: st.key, Attempt: st.attempts, url: u}
+	if h != nil || shared != nil {
+		clear(st.added)
+		req.Header = HeaderCarrier{&st.added}
 	}
 	if u != nil {
-		req.URL = redact(u)
 		req.ServerAddress, req.ServerPort = u.Hostname(), port(u)
 	}
 	actx := o.AttemptStart(ctx, req)
 	if actx == nil {
 		actx = ctx
 	}
-	for k, v := range req.Header.h {
-		h[k] = v
-	}
 	st.actx = actx
-	return actx
+	if len(st.added) > 0 {
+		if h == nil {
+			h = shared.Clone()
+		}
+		for k, v := range st.added {
+			h[k] = v
+		}
+	}
+	return actx, h
 }
 
 // attemptEnd tells the Observer how the open attempt ended.
@@ -195,13 +211,14 @@ func opFor(in Intent) string {
 // errorType classifies an error the Client returned in a few fixed words
 // (CallResult.ErrorType).
 func errorType(err error) string {
+	if err == nil {
+		return ""
+	}
 	var apiErr *APIError
 	var re *RetryError
 	var ue *url.Error
 	var ne net.Error
 	switch {
-	case err == nil:
-		return ""
 	case errors.Is(err, ErrRetryBudgetExhausted):
 		return "retry_budget_exhausted"
 	case errors.Is(err, ErrRetryAfterTooLong):

@@ -3,6 +3,7 @@ package safegen
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -147,8 +148,6 @@ type AttemptRequest struct {
 	Operation string
 	// Method is the HTTP method.
 	Method string
-	// URL is the request's URL without its query or fragment.
-	URL string
 	// ServerAddress and ServerPort are the host and port it goes to.
 	ServerAddress string
 	ServerPort    int
@@ -160,6 +159,18 @@ type AttemptRequest struct {
 	// the zero HeaderCarrier (which drops what is set) when the request is
 	// already on its way: a re-send net/http makes on its own.
 	Header HeaderCarrier
+
+	url *url.URL
+}
+
+// URL returns the request's URL without its query or fragment (a
+// download's query is its signature). It is built on each call: ask only
+// when it is needed.
+func (r AttemptRequest) URL() string {
+	if r.url == nil {
+		return ""
+	}
+	return redact(r.url)
 }
 
 // HeaderCarrier adds headers to one attempt's request. It holds only the
@@ -168,7 +179,7 @@ type AttemptRequest struct {
 // key, the attempt number, Host, Content-Length, Content-Type and
 // Transfer-Encoding. It implements OpenTelemetry's
 // propagation.TextMapCarrier, so a propagator can inject into it directly.
-type HeaderCarrier struct{ h http.Header }
+type HeaderCarrier struct{ h *http.Header }
 
 // Set sets a header, unless the client owns it.
 func (c HeaderCarrier) Set(key, value string) {
@@ -176,12 +187,18 @@ func (c HeaderCarrier) Set(key, value string) {
 	if c.h == nil || ownedHeader(k) {
 		return
 	}
-	c.h[k] = []string{value}
+	if *c.h == nil {
+		*c.h = make(http.Header, 2)
+	}
+	(*c.h)[k] = []string{value}
 }
 
 // Get returns the value set for a header.
 func (c HeaderCarrier) Get(key string) string {
-	if v := c.h[http.CanonicalHeaderKey(key)]; len(v) > 0 {
+	if c.h == nil {
+		return ""
+	}
+	if v := (*c.h)[http.CanonicalHeaderKey(key)]; len(v) > 0 {
 		return v[0]
 	}
 	return ""
@@ -189,8 +206,11 @@ func (c HeaderCarrier) Get(key string) string {
 
 // Keys returns the names of the headers set.
 func (c HeaderCarrier) Keys() []string {
-	keys := make([]string, 0, len(c.h))
-	for k := range c.h {
+	if c.h == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(*c.h))
+	for k := range *c.h {
 		keys = append(keys, k)
 	}
 	return keys

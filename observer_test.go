@@ -187,7 +187,7 @@ func TestObserverSeesCallsAndAttempts(t *testing.T) {
 	require.Len(t, hooked, len(sent))
 	for i, a := range attempts {
 		assert.Equal(t, i+1, a.req.Attempt)
-		assert.Equal(t, srv.URL+"/v1/generations", a.req.URL)
+		assert.Equal(t, srv.URL+"/v1/generations", a.req.URL())
 		assert.Equal(t, "127.0.0.1", a.req.ServerAddress)
 		assert.Equal(t, a.id, sent[i].Header.Get("X-Test-Span"), "attempt %d carries its own span's header", i+1)
 		require.NotNil(t, a.info)
@@ -273,7 +273,7 @@ func TestObserverNestsAJob(t *testing.T) {
 	require.Len(t, o.attemptsUnder(dl.id), 1)
 	assert.Equal(t, 1, dl.end.Attempts)
 	assert.NotContains(t, dl.start.Path, "?", "no signature in the download's path")
-	assert.NotContains(t, o.attemptsUnder(dl.id)[0].req.URL, "?")
+	assert.NotContains(t, o.attemptsUnder(dl.id)[0].req.URL(), "?")
 
 	var steps []string
 	for _, ev := range o.journal {

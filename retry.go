@@ -72,9 +72,10 @@ type callState struct {
 	attempts int
 	// actx is the context the Observer gave the attempt in progress; nil
 	// when there is no Observer or no attempt open.
-	actx context.Context
-	url  *url.URL // the attempt's URL
-	hop  int      // the status of a redirect net/http followed
+	actx  context.Context
+	url   *url.URL    // the attempt's URL
+	hop   int         // the status of a redirect net/http followed
+	added http.Header // the headers the Observer added to the attempt
 
 	bo    *backoff.ExponentialBackOff // made on the first retry
 	wait  time.Duration
