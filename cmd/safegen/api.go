@@ -23,6 +23,7 @@ type apiFlags struct {
 	timeout    time.Duration
 	maxRetries int
 	insecure   bool
+	verbose    bool
 }
 
 func (a *apiFlags) register(fs *flag.FlagSet) {
@@ -33,6 +34,7 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
 	fs.IntVar(&a.maxRetries, "max-retries", 3, "retries after the first attempt")
 	fs.BoolVar(&a.insecure, "insecure-http", false, "allow plain http to a host that is not loopback (sends the key in clear)")
+	fs.BoolVar(&a.verbose, "verbose", false, "print one line per attempt to stderr: status or cause, wait, key")
 }
 
 // client builds the SDK client from flags and environment.
@@ -58,6 +60,11 @@ func (a *apiFlags) client(e *env, extra ...safegen.Option) (*safegen.Client, err
 	if a.insecure {
 		opts = append(opts, safegen.WithInsecureHTTP())
 	}
+	if a.verbose {
+		p := &attemptPrinter{w: e.stderr}
+		opts = append(opts, safegen.WithAttemptHook(p.print))
+	}
+	opts = append(opts, e.sdkOptions...)
 	c, err := safegen.NewClient(a.apiKey, append(opts, extra...)...)
 	if err != nil {
 		return nil, usageError(err.Error())
