@@ -458,10 +458,11 @@ func (c *Client) setHeaders(req *http.Request, s *settings, r request, key strin
 var jsonContentType = []string{"application/json"}
 
 // replayed reports whether the server says it answered from its idempotency
-// store. Vendors spell the header Idempotent-Replayed or idempotency-replayed.
+// store. Vendors spell the header Idempotent-Replayed or idempotency-replayed
+// (both canonicalized by net/http to the keys below).
 func replayed(h http.Header) bool {
-	for _, name := range []string{"Idempotent-Replayed", "Idempotency-Replayed"} {
-		if strings.EqualFold(strings.TrimSpace(h.Get(name)), "true") {
+	for _, name := range [...]string{"Idempotent-Replayed", "Idempotency-Replayed"} {
+		if v := h[name]; len(v) > 0 && strings.EqualFold(strings.TrimSpace(v[0]), "true") {
 			return true
 		}
 	}

@@ -212,8 +212,12 @@ func (o *Observer) CallEnd(ctx context.Context, r safegen.CallResult) {
 		span.SetAttributes(attrs...)
 	}
 	span.End()
-	o.m.calls.Add(ctx, 1, o.set(setKey{kind: kindCall, a: op, b: outcome, c: errType}).add...)
-	o.m.callDuration.Record(ctx, r.Duration.Seconds(), o.set(setKey{kind: kindCallDuration, a: op, b: outcome}).record...)
+	if o.m.calls.Enabled(ctx) {
+		o.m.calls.Add(ctx, 1, o.set(setKey{kind: kindCall, a: op, b: outcome, c: errType}).add...)
+	}
+	if o.m.callDuration.Enabled(ctx) {
+		o.m.callDuration.Record(ctx, r.Duration.Seconds(), o.set(setKey{kind: kindCallDuration, a: op, b: outcome}).record...)
+	}
 }
 
 // The span start options, made once.
@@ -279,11 +283,15 @@ func (o *Observer) AttemptEnd(ctx context.Context, info safegen.AttemptInfo) {
 	a, _ := ctx.Value(attemptKey{}).(*attemptCtx)
 	if a != nil {
 		o.endAttemptSpan(a.span, info, errType)
-		o.m.requestDuration.Record(ctx, time.Since(a.start).Seconds(), o.set(setKey{
-			kind: kindRequest, a: httpMethod(a.method), b: a.address, c: errType, n: a.port, status: statusCode(info.StatusCode)}).record...)
+		if o.m.requestDuration.Enabled(ctx) {
+			o.m.requestDuration.Record(ctx, time.Since(a.start).Seconds(), o.set(setKey{
+				kind: kindRequest, a: httpMethod(a.method), b: a.address, c: errType, n: a.port, status: statusCode(info.StatusCode)}).record...)
+		}
 	}
-	o.m.attempts.Add(ctx, 1, o.set(setKey{kind: kindAttempt, a: op, b: cause, flag: info.Retry}).add...)
-	if info.Retry {
+	if o.m.attempts.Enabled(ctx) {
+		o.m.attempts.Add(ctx, 1, o.set(setKey{kind: kindAttempt, a: op, b: cause, flag: info.Retry}).add...)
+	}
+	if info.Retry && o.m.retryWait.Enabled(ctx) {
 		o.m.retryWait.Record(ctx, info.Wait.Seconds(), o.set(setKey{kind: kindRetryWait, a: op, b: cause}).record...)
 	}
 }
