@@ -22,6 +22,9 @@ type callObs struct {
 	ctx   context.Context // the one CallStart returned
 	start time.Time
 	info  CallInfo
+	// composed: a call made of other calls (wait, run, resume), which
+	// reports no attempts or status of its own.
+	composed bool
 }
 
 // startCall tells the Observer a call begins and returns the context the
@@ -45,7 +48,7 @@ func (c *Client) observeCall(ctx context.Context, info CallInfo) (context.Contex
 	if o == nil || ctx == nil {
 		return ctx, callObs{}
 	}
-	ob := callObs{o: o, start: time.Now(), info: info}
+	ob := callObs{o: o, start: time.Now(), info: info, composed: info.Method == ""}
 	ob.ctx = o.CallStart(ctx, info)
 	if ob.ctx == nil {
 		ob.ctx = ctx
@@ -53,14 +56,19 @@ func (c *Client) observeCall(ctx context.Context, info CallInfo) (context.Contex
 	return ob.ctx, ob
 }
 
-// end reports a call made of one request: resp is what send returned (nil
-// when it failed before sending), err what the call returns.
+// end reports a call: resp is what its (first) send returned (nil when it
+// failed before sending), err what the call returns. A call made of other
+// calls takes only the key from resp.
 func (ob *callObs) end(resp *response, err error) {
 	if ob.o == nil {
 		return
 	}
 	var m ResponseMeta
-	if resp != nil {
+	switch {
+	case resp == nil:
+	case ob.composed:
+		m.IdempotencyKey = resp.meta.IdempotencyKey
+	default:
 		m = resp.meta
 	}
 	ob.finish(m, err)
@@ -78,7 +86,9 @@ func (ob *callObs) finish(m ResponseMeta, err error) {
 	}
 	if err != nil {
 		r.ErrorType = errorType(err)
-		fromError(&r, err)
+		if !ob.composed {
+			fromError(&r, err)
+		}
 	}
 	ob.o.CallEnd(ob.ctx, r)
 }

@@ -124,7 +124,9 @@ type CallResult struct {
 	// RequestID is the server's request id for the final answer.
 	RequestID string
 	// Attempts is how many requests the call put on the wire, every
-	// re-send counted (0 when the journal answered).
+	// re-send counted (0 when the journal answered). A call made of other
+	// calls (OpWait, OpRun, OpResume) reports no attempts or status of its
+	// own: its inner calls do.
 	Attempts int
 	// Replayed reports that the server (or the journal) answered from its
 	// idempotency store; FromJournal that the journal did, sending nothing.

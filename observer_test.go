@@ -260,6 +260,8 @@ func TestObserverNestsAJob(t *testing.T) {
 	run := runs[0]
 	assert.Equal(t, "order-17", run.start.IntentID)
 	assert.NoError(t, run.end.Err)
+	assert.NotEmpty(t, run.end.IdempotencyKey, "the job is named by its create's key")
+	assert.Zero(t, run.end.Attempts, "a job's attempts are its calls'")
 	for _, op := range []string{safegen.OpCreate, safegen.OpWait, safegen.OpDownload} {
 		cs := o.callsOf(op)
 		require.Len(t, cs, 1, op)
