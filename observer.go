@@ -25,7 +25,9 @@ import (
 // context) through AttemptRequest.Header.
 //
 // Every attempt started is ended exactly once, and every call started is
-// ended. The events carry no API key, webhook secret or request body (the
+// ended. An attempt that fails before its request exists (a download's
+// request that cannot be built) is ended without a start, with the call's
+// context: an Observer should end only what it started. The events carry no API key, webhook secret or request body (the
 // idempotency key and intent id are in them: they name the call, and are no
 // secret). Methods must be quick, must not block, must be safe for
 // concurrent use, and must not keep the events' Err past the call.
