@@ -168,6 +168,11 @@ func BenchmarkCreateCPU(b *testing.B) {
 	b.Run("impl=safegen", func(b *testing.B) {
 		benchCreates(b, safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}))
 	})
+	// With an Observer that does nothing: what the hooks themselves cost.
+	b.Run("impl=safegen+nopobserver", func(b *testing.B) {
+		benchCreates(b, safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}),
+			safegen.WithObserver(safegen.NopObserver{}))
+	})
 	b.Run("impl=nethttp", func(b *testing.B) {
 		hc := &http.Client{Transport: memTransport{}}
 		b.ReportAllocs()

@@ -174,6 +174,7 @@ type ResponseMeta struct {
 
 // request is one logical call as the pipeline sees it.
 type request struct {
+	op     string // the operation, for the Observer (CallInfo.Operation)
 	method string
 	path   string // path and query, from the API root
 	body   []byte
@@ -289,6 +290,7 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		return nil, fmt.Errorf("safegen: %s %s: %w", r.method, r.path, err)
 	}
 	c.setHeaders(req.Request, s, r, key)
+	st.op = r.op
 	req.SetResponseHandler(readBody)
 
 	hresp, derr := st.initRetryClient().Do(req)
@@ -311,11 +313,12 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	meta.Replayed = replayed(st.header)
 	out := &response{status: st.status, header: st.header, body: st.body, meta: meta}
 	if st.status >= 200 && st.status < 300 {
+		n := st.spent
 		if st.attempts == 1 {
-			c.budget.refund(noRetryRefund)
-		} else {
-			c.budget.refund(st.spent)
+			n = noRetryRefund
 		}
+		tokens, added := c.budget.refund(n)
+		c.budgetChanged(ctx, tokens, added)
 	}
 	apiErr := st.apiError(out)
 	// Settle the spend before the journal records the outcome: a crash
@@ -325,7 +328,7 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		c.spend.settle(ctx, s, key, out, apiErr, price)
 	}
 	if r.keyed && c.s.journal != nil && definitive(st.status, codeOf(apiErr)) {
-		c.complete(ctx, s, key, out)
+		c.complete(ctx, s, r.journaled.ID, key, out)
 	}
 	if apiErr != nil {
 		// Retries that ran out or were cut short are worth a warning; a
@@ -484,18 +487,20 @@ func (c *Client) setHeaders(req *http.Request, s *settings, r request, key strin
 var jsonContentType = []string{"application/json"}
 
 // replayed reports whether the server says it answered from its idempotency
-// store. Vendors spell the header Idempotent-Replayed or idempotency-replayed.
+// store. Vendors spell the header Idempotent-Replayed or idempotency-replayed
+// (both canonicalized by net/http to the keys below).
 func replayed(h http.Header) bool {
-	for _, name := range []string{"Idempotent-Replayed", "Idempotency-Replayed"} {
-		if strings.EqualFold(strings.TrimSpace(h.Get(name)), "true") {
+	for _, name := range [...]string{"Idempotent-Replayed", "Idempotency-Replayed"} {
+		if v := h[name]; len(v) > 0 && strings.EqualFold(strings.TrimSpace(v[0]), "true") {
 			return true
 		}
 	}
 	return false
 }
 
-// transport counts attempts, numbers them in a header and bounds each one
-// with the attempt timeout. It wraps the shared RoundTripper.
+// transport counts attempts, numbers them in a header, bounds each one with
+// the attempt timeout and tells the Observer. It wraps the shared
+// RoundTripper, and hands it a request it cannot send twice (see resend.go).
 type transport struct{ base http.RoundTripper }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -504,15 +509,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	st.attempts++
-	if err := st.c.pacer.wait(req.Context()); err != nil {
+	st.url = req.URL
+	ctx, h := st.attemptStart(req.Context(), attemptHeader(req.Header, st.attempts), req.Header, req.URL)
+	if err := st.c.pacer.wait(ctx); err != nil {
 		return nil, err
 	}
 	if st.s.attemptTO <= 0 {
-		return t.base.RoundTrip(numbered(req, req.Context(), st.attempts))
+		return st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), st.s.attemptTO)
-	r := numbered(req, ctx, st.attempts)
-	resp, err := t.base.RoundTrip(r)
+	ctx, cancel := context.WithTimeout(ctx, st.s.attemptTO)
+	resp, err := st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	if err != nil {
 		cancel()
 		return nil, err
@@ -521,18 +527,25 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// numbered returns req for attempt n on ctx: the first attempt's headers
-// already say 1; a retry gets its own copy of them.
-func numbered(req *http.Request, ctx context.Context, n int) *http.Request {
-	if n == 1 {
-		if ctx == req.Context() {
-			return req
-		}
-		return req.WithContext(ctx)
+// sent notes the status of a redirect, which net/http follows without
+// asking the retry loop.
+func (st *callState) sent(resp *http.Response, err error) (*http.Response, error) {
+	if resp != nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		st.hop = resp.StatusCode
 	}
-	r := req.Clone(ctx)
-	r.Header.Set(AttemptHeader, strconv.Itoa(n))
-	return r
+	return resp, err
+}
+
+// attemptHeader returns the header map of attempt n: nil for the first,
+// which sends the request's own (it already says 1); a copy numbered n
+// otherwise.
+func attemptHeader(h http.Header, n int) http.Header {
+	if n == 1 {
+		return nil
+	}
+	h = h.Clone()
+	h[AttemptHeader] = []string{strconv.Itoa(n)}
+	return h
 }
 
 // cancelBody ends the attempt's context when its body is closed.
@@ -567,10 +580,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, opts 
 		return err
 	}
 	keyed := !(method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions)
-	resp, err := c.send(ctx, request{method: method, path: path, body: body, keyed: keyed}, opts)
-	if err != nil {
-		return err
+	ctx, ob := c.startCall(ctx, OpDo, method, path, opts)
+	resp, err := c.send(ctx, request{op: OpDo, method: method, path: path, body: body, keyed: keyed}, opts)
+	if err == nil {
+		err = decodeOut(resp, method, out)
 	}
+	ob.end(resp, err)
+	return err
+}
+
+// decodeOut stores a Do call's answer in out.
+func decodeOut(resp *response, method string, out any) error {
 	switch o := out.(type) {
 	case nil:
 		return nil

@@ -123,7 +123,11 @@ func (s *GenerationsService) Download(ctx context.Context, gen *Generation, path
 	if err != nil {
 		return nil, err
 	}
-	return d.run(ctx)
+	ctx, ob := s.c.observeCall(ctx, CallInfo{Operation: OpDownload, Method: http.MethodGet, Path: d.st.path})
+	d.st.ctx = ctx
+	res, err := d.run(ctx)
+	ob.finish(ResponseMeta{StatusCode: d.st.status, Attempts: d.res.Attempts}, err)
+	return res, err
 }
 
 // downloadBuffer is the size of the reads and writes of a download, and
@@ -216,7 +220,7 @@ func (s *GenerationsService) newDownload(ctx context.Context, cs *settings, gen 
 	if gen.Output.Size > 0 || sha != "" {
 		d.size = gen.Output.Size // with a sha256, a size of 0 is an empty output
 	}
-	d.st = &callState{c: s.c, s: cs, ctx: ctx, method: http.MethodGet, path: redact(u)}
+	d.st = &callState{c: s.c, s: cs, ctx: ctx, op: OpDownload, method: http.MethodGet, path: redact(u)}
 	d.hc = &http.Client{Transport: s.c.hc.Transport, CheckRedirect: downloadRedirect(cs.insecureHTTP)}
 	d.res.Path = path
 	return d, nil
@@ -298,6 +302,10 @@ func (d *download) run(ctx context.Context) (*DownloadResult, error) {
 		}
 		o := d.step(ctx)
 		if o.done {
+			if o.attempted {
+				d.st.report(&AttemptInfo{Operation: OpDownload, Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts,
+					StatusCode: o.status, Cause: "ok", Reason: "done"})
+			}
 			res, again, err := d.finish()
 			if !again {
 				return res, err
@@ -322,7 +330,10 @@ func (d *download) step(ctx context.Context) outcome {
 		return outcome{expired: true, err: errors.New("output URL expired")}
 	}
 	d.refreshed = false
-	return d.attempt(ctx)
+	o := d.attempt(ctx)
+	o.attempted = true
+	d.st.status = o.status
+	return o
 }
 
 // retryCounts are the counters that bound a download's retries.
@@ -335,11 +346,15 @@ type retryCounts struct {
 // then stop, refresh the URL, go on at once, or wait the retry policy's
 // wait. It returns the download's error when it stops.
 func (d *download) between(ctx context.Context, o outcome, n *retryCounts) error {
+	info := AttemptInfo{Operation: OpDownload, Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts, StatusCode: o.status,
+		Code: o.code, Err: o.transport, Cause: o.cause(), RetryAfter: o.retryAfter}
 	if err := ctx.Err(); err != nil {
+		if o.attempted {
+			info.Cause, info.Reason, info.Err = "canceled", "context done", err
+			d.st.report(&info)
+		}
 		return d.fail("context done", err)
 	}
-	info := AttemptInfo{Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts, StatusCode: o.status,
-		Code: o.code, Err: o.transport, Cause: o.cause()}
 	switch {
 	case o.final:
 		info.Reason = "not retryable"
@@ -402,6 +417,7 @@ func (d *download) between(ctx context.Context, o outcome, n *retryCounts) error
 
 // outcome is what one attempt came to.
 type outcome struct {
+	attempted  bool          // a request was made (not only our clock's verdict)
 	done       bool          // every byte is on disk
 	final      bool          // not worth another attempt
 	expired    bool          // the URL expired: refresh it, then go on at once
@@ -450,6 +466,9 @@ func (d *download) attempt(ctx context.Context) outcome {
 		"Accept-Encoding": {"identity"},
 		AttemptHeader:     {strconv.Itoa(d.res.Attempts)},
 	}
+	d.st.attempts = d.res.Attempts
+	octx, _ := d.st.attemptStart(actx, req.Header, nil, d.url)
+	req = req.WithContext(countResends(octx, req, d))
 	if d.off > 0 {
 		if v := d.validator(); v != "" {
 			req.Header["Range"] = []string{"bytes=" + strconv.FormatInt(d.off, 10) + "-"}
@@ -870,11 +889,12 @@ func (d *download) finish() (res *DownloadResult, again bool, err error) {
 	}
 	_ = os.Remove(d.meta)
 	d.res.Size, d.res.SHA256, d.res.ContentType = d.off, got, d.contentType
+	refund := d.st.spent
 	if d.res.Attempts <= 1 {
-		d.svc.c.budget.refund(noRetryRefund)
-	} else {
-		d.svc.c.budget.refund(d.st.spent)
+		refund = noRetryRefund
 	}
+	tokens, added := d.svc.c.budget.refund(refund)
+	d.svc.c.budgetChanged(d.st.ctx, tokens, added)
 	r := d.res
 	return &r, false, nil
 }
@@ -939,4 +959,14 @@ func syncDir(dir string) error {
 		return err
 	}
 	return nil
+}
+
+// resent reports the attempt net/http gave up on, sending the request
+// again on its own (see resend.go), and opens the one it sends in its place.
+func (d *download) resent() {
+	d.st.report(&AttemptInfo{Operation: OpDownload, Method: http.MethodGet, Path: d.st.path, Attempt: d.res.Attempts,
+		Err: errResent, Retry: true, Cause: "transport", Reason: "sent again by net/http"})
+	d.res.Attempts++
+	d.st.attempts = d.res.Attempts
+	d.st.attemptStart(d.st.ctx, nil, nil, d.url)
 }

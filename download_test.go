@@ -177,10 +177,12 @@ func TestDownloadResumesAfterCut(t *testing.T) {
 	assert.Equal(t, `"`+sum+`"`, dl[1].Header.Get("If-Range"))
 	assert.Equal(t, http.StatusPartialContent, dl[1].Status)
 	assert.Equal(t, int64(size), sentBytes(srv), "the server sent each byte once")
-	require.Len(t, infos, 1, "the hook hears of the cut attempt")
+	require.Len(t, infos, 2, "the hook hears of every attempt: the cut one, then the one that finished")
 	assert.True(t, infos[0].Retry)
 	assert.Equal(t, "transport", infos[0].Cause)
 	assert.NotContains(t, infos[0].Path, "sig=", "the signature is never reported")
+	assert.Equal(t, safegen.AttemptInfo{Operation: safegen.OpDownload, Method: http.MethodGet, Path: infos[0].Path,
+		Attempt: 2, StatusCode: http.StatusPartialContent, Cause: "ok", Reason: "done"}, infos[1])
 }
 
 func TestDownloadResumesAcrossCalls(t *testing.T) {
@@ -460,8 +462,9 @@ func TestDownloadIdleTimeout(t *testing.T) {
 			safegen.WithAttemptHook(func(i safegen.AttemptInfo) { infos = append(infos, i) }))
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Attempts)
-		require.Len(t, infos, 1)
+		require.Len(t, infos, 2)
 		assert.Equal(t, "timeout", infos[0].Cause)
+		assert.Equal(t, "ok", infos[1].Cause)
 		assert.ErrorIs(t, infos[0].Err, safegen.ErrIdleTimeout)
 		assert.Less(t, time.Since(start), 5*time.Second)
 	})
@@ -717,4 +720,27 @@ func TestDownloadAndCancelInEveryDialect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDownloadResendCounted: net/http re-sends a download's GET on its own
+// when the reused connection it went out on is reset; the re-send is
+// counted as an attempt, so the result, the hook and the server agree.
+func TestDownloadResendCounted(t *testing.T) {
+	srv, _ := dlServer(t, 100_000)
+	var infos []safegen.AttemptInfo
+	c := newClient(t, srv, safegen.WithAttemptHook(func(i safegen.AttemptInfo) { infos = append(infos, i) }))
+	g := succeededGen(t, c) // leaves a keep-alive connection in the pool
+	infos = nil
+	srv.InjectFaults(safegentest.Fault{Kind: safegentest.FaultReset, Path: "/v1/outputs/" + g.ID})
+	res, err := c.Generations.Download(context.Background(), g, filepath.Join(t.TempDir(), "x"))
+	require.NoError(t, err)
+	dl := downloads(srv)
+	require.Len(t, dl, 2, "the server got the GET twice")
+	assert.Equal(t, safegentest.FaultReset, dl[0].Fault)
+	assert.Equal(t, 2, res.Attempts)
+	require.Len(t, infos, 2)
+	assert.Equal(t, "transport", infos[0].Cause)
+	assert.Equal(t, "sent again by net/http", infos[0].Reason)
+	assert.Equal(t, "ok", infos[1].Cause)
+	assert.Equal(t, 2, infos[1].Attempt)
 }

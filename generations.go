@@ -160,11 +160,14 @@ func (s *GenerationsService) Create(ctx context.Context, params *GenerationCreat
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts)
-	if err != nil {
-		return nil, err
+	ctx, ob := s.c.startCall(ctx, OpCreate, http.MethodPost, "/v1/generations", opts)
+	resp, err := s.c.send(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts)
+	var g *Generation
+	if err == nil {
+		g, err = decodeGeneration(resp)
 	}
-	return decodeGeneration(resp)
+	ob.end(resp, err)
+	return g, err
 }
 
 // Get returns one generation. It is safe: retried freely, never keyed.
@@ -178,11 +181,14 @@ func (s *GenerationsService) get(ctx context.Context, id string, opts []Option) 
 	if id == "" {
 		return nil, nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
 	}
-	resp, err := s.c.send(ctx, request{method: http.MethodGet, path: "/v1/generations/" + url.PathEscape(id)}, opts)
-	if err != nil {
-		return nil, nil, err
+	path := "/v1/generations/" + url.PathEscape(id)
+	ctx, ob := s.c.startCall(ctx, OpGet, http.MethodGet, path, opts)
+	resp, err := s.c.send(ctx, request{op: OpGet, method: http.MethodGet, path: path}, opts)
+	var g *Generation
+	if err == nil {
+		g, err = decodeGeneration(resp)
 	}
-	g, err := decodeGeneration(resp)
+	ob.end(resp, err)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -200,14 +206,17 @@ func (s *GenerationsService) Cancel(ctx context.Context, id string, opts ...Requ
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
 	}
-	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations/" + url.PathEscape(id) + "/cancel"}, opts)
-	if err != nil {
-		return nil, err
+	path := "/v1/generations/" + url.PathEscape(id) + "/cancel"
+	ctx, ob := s.c.startCall(ctx, OpCancel, http.MethodPost, path, opts)
+	resp, err := s.c.send(ctx, request{op: OpCancel, method: http.MethodPost, path: path}, opts)
+	var g *Generation
+	if err == nil {
+		g, err = decodeGeneration(resp)
 	}
-	g, err := decodeGeneration(resp)
 	if err == nil && s.c.spend != nil {
 		s.c.spend.refund(ctx, &s.c.s, g) // a refunded cancel gives the credits back
 	}
+	ob.end(resp, err)
 	return g, err
 }
 
@@ -221,12 +230,14 @@ func (s *GenerationsService) Estimate(ctx context.Context, params *GenerationCre
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations/estimate", body: body}, opts)
-	if err != nil {
-		return nil, err
-	}
+	ctx, ob := s.c.startCall(ctx, OpEstimate, http.MethodPost, "/v1/generations/estimate", opts)
+	resp, err := s.c.send(ctx, request{op: OpEstimate, method: http.MethodPost, path: "/v1/generations/estimate", body: body}, opts)
 	e := &Estimate{}
-	if err := decodeBody(resp, e); err != nil {
+	if err == nil {
+		err = decodeBody(resp, e)
+	}
+	ob.end(resp, err)
+	if err != nil {
 		return nil, err
 	}
 	e.Meta = resp.meta
@@ -242,10 +253,17 @@ func (s *GenerationsService) Estimate(ctx context.Context, params *GenerationCre
 // returned it), and polls again at once otherwise. The context bounds the
 // wait; a failed or canceled generation is returned without error (check
 // Status and Error).
-func (s *GenerationsService) Wait(ctx context.Context, id string, opts ...RequestOption) (*Generation, error) {
+func (s *GenerationsService) Wait(ctx context.Context, id string, opts ...RequestOption) (g *Generation, err error) {
 	if ctx == nil {
 		return nil, errors.New("safegen: nil context")
 	}
+	ctx, ob := s.c.startCall(ctx, OpWait, "", "", opts)
+	defer func() { ob.finish(ResponseMeta{}, err) }()
+	return s.wait(ctx, id, opts)
+}
+
+// wait is Wait, observed as one call.
+func (s *GenerationsService) wait(ctx context.Context, id string, opts []Option) (*Generation, error) {
 	cs, err := s.c.callSettings(opts)
 	if err != nil {
 		return nil, err
@@ -295,12 +313,14 @@ func jitter(d time.Duration) time.Duration {
 
 // Account returns the balance left.
 func (c *Client) Account(ctx context.Context, opts ...RequestOption) (*Account, error) {
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/account"}, opts)
-	if err != nil {
-		return nil, err
-	}
+	ctx, ob := c.startCall(ctx, OpAccount, http.MethodGet, "/v1/account", opts)
+	resp, err := c.send(ctx, request{op: OpAccount, method: http.MethodGet, path: "/v1/account"}, opts)
 	a := &Account{}
-	if err := decodeBody(resp, a); err != nil {
+	if err == nil {
+		err = decodeBody(resp, a)
+	}
+	ob.end(resp, err)
+	if err != nil {
 		return nil, err
 	}
 	a.Meta = resp.meta

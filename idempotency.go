@@ -71,6 +71,8 @@ func (c *Client) prepareKey(ctx context.Context, s *settings, r request) (string
 		in.ID = key
 	}
 	got, err := j.Begin(ctx, in)
+	c.journaled(ctx, JournalEvent{Step: JournalBegin, IntentID: in.ID, IdempotencyKey: got.Key, Err: err,
+		New: err == nil && got.Key == key && got.CreatedAt.Equal(in.CreatedAt) && got.Outcome == nil})
 	if err != nil {
 		return "", r, fmt.Errorf("safegen: %s %s: journal: intent not recorded, nothing sent: %w", r.method, r.path, err)
 	}
@@ -116,9 +118,11 @@ func (c *Client) fromOutcome(r request, out Outcome) (*response, error) {
 
 // complete records a definitive answer. A failure is only logged: losing
 // an outcome costs a harmless replay later, not a double charge.
-func (c *Client) complete(ctx context.Context, s *settings, key string, out *response) {
+func (c *Client) complete(ctx context.Context, s *settings, intentID, key string, out *response) {
 	o := Outcome{StatusCode: out.status, Body: out.body, RequestID: out.meta.RequestID, CompletedAt: c.s.clock.Now().UTC()}
-	if err := c.s.journal.Complete(context.WithoutCancel(ctx), key, o); err != nil {
+	err := c.s.journal.Complete(context.WithoutCancel(ctx), key, o)
+	c.journaled(ctx, JournalEvent{Step: JournalComplete, IntentID: intentID, IdempotencyKey: key, Err: err})
+	if err != nil {
 		s.logger.Warn("safegen: journal: outcome not recorded; a later Resume will replay it",
 			"idempotency_key", key, "error", err.Error())
 	}
@@ -223,6 +227,8 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 		}
 	}
 	sort.SliceStable(pending, func(a, b int) bool { return pending[a].CreatedAt.Before(pending[b].CreatedAt) })
+	ctx, ob := c.observeCall(ctx, CallInfo{Operation: OpResume})
+	defer func() { ob.finish(ResponseMeta{}, ctx.Err()) }()
 	report := &ResumeReport{}
 	results := make([]*ResumeResult, len(pending))
 	jobs := make([]*JobResult, len(pending))
@@ -233,7 +239,9 @@ func (c *Client) Resume(ctx context.Context, opts ...Option) (*ResumeReport, err
 		if in.Outcome == nil && in.CreatedAt.Before(cutoff) {
 			report.Expired = append(report.Expired, in)
 			o := Outcome{Expired: true, CompletedAt: c.s.clock.Now().UTC()}
-			if err := j.Complete(context.WithoutCancel(ctx), in.Key, o); err != nil {
+			err := j.Complete(context.WithoutCancel(ctx), in.Key, o)
+			c.journaled(ctx, JournalEvent{Step: JournalExpire, IntentID: in.ID, IdempotencyKey: in.Key, Err: err})
+			if err != nil {
 				c.s.logger.Warn("safegen: journal: expiry not recorded", "idempotency_key", in.Key, "error", err.Error())
 			}
 			continue
@@ -279,9 +287,14 @@ func (c *Client) resumeJob(ctx context.Context, in Intent, opts []Option) *JobRe
 	cur := in // the copy the pipeline and the recorder advance
 	cur.Job = new(Job)
 	*cur.Job = *in.Job
-	resp, err := c.send(ctx, request{method: in.Method, path: in.Path, body: in.Body, keyed: true, resume: &cur}, opts)
+	ctx, ob := c.observeCall(ctx, CallInfo{Operation: OpRun, IntentID: in.ID, IdempotencyKey: in.Key})
+	op := opFor(Intent{Method: in.Method, Path: in.Path}) // the create itself, not the job
+	cctx, cob := c.observeCall(ctx, CallInfo{Operation: op, Method: in.Method, Path: withoutQuery(in.Path), IntentID: in.ID, IdempotencyKey: in.Key})
+	resp, err := c.send(cctx, request{op: op, method: in.Method, path: in.Path, body: in.Body, keyed: true, resume: &cur}, opts)
+	cob.end(resp, err)
 	var gen *Generation
 	gen, res.Err = c.Generations.carryOn(ctx, &cur, resp, err, in.Job.Path, opts)
+	ob.end(resp, res.Err)
 	res.Reached = cur.Job.Step
 	res.Generation = gen
 	var je *JobError
@@ -293,7 +306,10 @@ func (c *Client) resumeJob(ctx context.Context, in Intent, opts []Option) *JobRe
 
 func (c *Client) resumeOne(ctx context.Context, in Intent, opts []Option) *ResumeResult {
 	in.Outcome = nil
-	resp, err := c.send(ctx, request{method: in.Method, path: in.Path, body: in.Body, keyed: true, resume: &in}, opts)
+	op := opFor(in)
+	ctx, ob := c.observeCall(ctx, CallInfo{Operation: op, Method: in.Method, Path: withoutQuery(in.Path), IntentID: in.ID, IdempotencyKey: in.Key})
+	resp, err := c.send(ctx, request{op: op, method: in.Method, path: in.Path, body: in.Body, keyed: true, resume: &in}, opts)
+	ob.end(resp, err)
 	r := &ResumeResult{Intent: in, Err: err}
 	if resp != nil {
 		r.StatusCode, r.Body, r.Meta = resp.status, resp.body, resp.meta

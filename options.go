@@ -35,6 +35,7 @@ type settings struct {
 	journal       KeyJournal
 	clock         Clock
 	attemptHook   func(AttemptInfo)
+	observer      Observer
 	insecureHTTP  bool
 	quoteKey      bool
 	budgetTokens  int
@@ -311,6 +312,22 @@ func WithClock(c Clock) Option {
 func WithAttemptHook(fn func(AttemptInfo)) Option {
 	return func(s *settings) error {
 		s.attemptHook = fn
+		return nil
+	}
+}
+
+// WithObserver makes the Client report every call, every attempt, journal
+// step, retry-budget and spend change to o, for traces and metrics (default:
+// none, which costs nothing; client only). The module
+// github.com/safegen/safegen-go/otel provides one on OpenTelemetry. o's
+// methods run on the calling goroutines and must be quick and safe for
+// concurrent use.
+func WithObserver(o Observer) Option {
+	return func(s *settings) error {
+		if err := clientOnly(s, "WithObserver"); err != nil {
+			return err
+		}
+		s.observer = o
 		return nil
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,12 +22,20 @@ import (
 
 // AttemptInfo describes one attempt and what the client decided after it.
 type AttemptInfo struct {
+	// Operation names the call (see CallInfo).
+	Operation      string
 	Method, Path   string
 	IdempotencyKey string
 	// Attempt counts from 1.
 	Attempt int
 	// StatusCode is 0 when the attempt got no response.
 	StatusCode int
+	// RetryAfter is the wait the answer asked for (Retry-After and its
+	// kin), 0 when it asked for none.
+	RetryAfter time.Duration
+	// Replayed reports that the answer came from the server's idempotency
+	// store.
+	Replayed bool
 	// Code is the error code of a non-2xx answer.
 	Code string
 	// Err is the transport error, if any.
@@ -59,7 +68,14 @@ type callState struct {
 	method   string
 	path     string
 	key      string
+	op       string // the operation, for the attempt hook and the Observer
 	attempts int
+	// actx is the context the Observer gave the attempt in progress; nil
+	// when there is no Observer or no attempt open.
+	actx  context.Context
+	url   *url.URL    // the attempt's URL
+	hop   int         // the status of a redirect net/http followed
+	added http.Header // the headers the Observer added to the attempt
 
 	bo    *backoff.ExponentialBackOff // made on the first retry
 	wait  time.Duration
@@ -139,7 +155,7 @@ func (st *callState) checkRetry(ctx context.Context, resp *http.Response, err er
 }
 
 func (st *callState) decide(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	info := AttemptInfo{Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempt: st.attempts, Err: err}
+	info := AttemptInfo{Operation: st.op, Method: st.method, Path: st.path, IdempotencyKey: st.key, Attempt: st.attempts, Err: err}
 	defer func() {
 		if err == nil && !info.Retry {
 			// retryablehttp now runs the response handler, which reads the
@@ -179,6 +195,7 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 		st.status, st.header = resp.StatusCode, resp.Header
 		st.c.pacer.observe(resp.StatusCode, resp.Header)
 		info.StatusCode = resp.StatusCode
+		info.Replayed = replayed(resp.Header)
 		st.retryAfter = 0
 		if resp.StatusCode < 400 {
 			info.Cause, info.Reason = "ok", "done"
@@ -192,7 +209,7 @@ func (st *callState) decide(ctx context.Context, resp *http.Response, err error)
 			info.Cause += " " + strings.ToLower(code)
 		}
 		ra, _ := retryAfter(resp.Header, resp.StatusCode, st.s.clock.Now())
-		st.retryAfter = ra
+		st.retryAfter, info.RetryAfter = ra, ra
 		probe := APIError{StatusCode: resp.StatusCode, Code: code}
 		if !probe.retryable() {
 			info.Reason = "not retryable"
@@ -238,9 +255,11 @@ func (st *callState) planRetry(ctx context.Context, timeout bool) (wait time.Dur
 	if timeout {
 		cost = timeoutRetryCost
 	}
-	if !st.c.budget.take(cost) {
+	left, ok := st.c.budget.take(cost)
+	if !ok {
 		return 0, "client-side retry budget exhausted", ErrRetryBudgetExhausted
 	}
+	st.c.budgetChanged(ctx, left, -cost)
 	st.spent += cost
 	return wait, "retrying", nil
 }
@@ -257,6 +276,7 @@ func (st *callState) report(info *AttemptInfo) {
 	if st.s.attemptHook != nil {
 		st.s.attemptHook(*info)
 	}
+	st.attemptEnd(info)
 	l := st.s.logger
 	if !l.Enabled(st.ctx, levelFor(*info)) {
 		return
@@ -444,29 +464,33 @@ func newRetryBudget(max int) *retryBudget {
 	return &retryBudget{max: max, tokens: max}
 }
 
-// take spends n tokens; false when the bucket holds fewer. A nil or
-// zero-size budget always allows.
-func (b *retryBudget) take(n int) bool {
+// take spends n tokens and returns the tokens left; false when the bucket
+// holds fewer than n. A nil or zero-size budget always allows, and spends
+// nothing (n is then reported as 0 by the caller's change).
+func (b *retryBudget) take(n int) (left int, ok bool) {
 	if b == nil || b.max == 0 {
-		return true
+		return 0, true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.tokens < n {
-		return false
+		return b.tokens, false
 	}
 	b.tokens -= n
-	return true
+	return b.tokens, true
 }
 
-// refund gives n tokens back, up to the bucket's size.
-func (b *retryBudget) refund(n int) {
+// refund gives n tokens back, up to the bucket's size, and returns the
+// tokens it holds and how many it took back.
+func (b *retryBudget) refund(n int) (tokens, added int) {
 	if b == nil || b.max == 0 || n <= 0 {
-		return
+		return 0, 0
 	}
 	b.mu.Lock()
-	b.tokens = min(b.max, b.tokens+n)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	added = min(b.max, b.tokens+n) - b.tokens
+	b.tokens += added
+	return b.tokens, added
 }
 
 // Tokens returns the tokens left (for tests and metrics).

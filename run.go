@@ -99,16 +99,23 @@ func (s *GenerationsService) Run(ctx context.Context, params *GenerationCreatePa
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
+	ctx, ob := s.c.startCall(ctx, OpRun, "", "", opts)
 	job := &Job{Step: JobStarted, Path: path, UpdatedAt: s.c.s.clock.Now().UTC()}
-	resp, err := s.c.send(ctx, request{method: http.MethodPost, path: "/v1/generations", body: body, keyed: true, job: job}, opts)
+	cctx, cob := s.c.startCall(ctx, OpCreate, http.MethodPost, "/v1/generations", opts)
+	resp, err := s.c.send(cctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true, job: job}, opts)
+	cob.end(resp, err)
 	var in *Intent
 	if resp != nil {
 		in = resp.intent
 	}
+	var gen *Generation
 	if in != nil && in.Job != nil && in.Job.Path != path {
-		return nil, fmt.Errorf("%w: intent %q is a job writing to %q, not %q", ErrInvalidRequest, in.ID, in.Job.Path, path)
+		err = fmt.Errorf("%w: intent %q is a job writing to %q, not %q", ErrInvalidRequest, in.ID, in.Job.Path, path)
+	} else {
+		gen, err = s.carryOn(ctx, in, resp, err, path, opts)
 	}
-	return s.carryOn(ctx, in, resp, err, path, opts)
+	ob.end(resp, err)
+	return gen, err
 }
 
 // carryOn takes a job from its create's answer (or recorded step) to its
@@ -206,7 +213,9 @@ func (r *jobRecorder) advance(ctx context.Context, j Job) {
 	if !ok {
 		return
 	}
-	if err := jj.Advance(context.WithoutCancel(ctx), r.in.Key, j); err != nil {
+	err := jj.Advance(context.WithoutCancel(ctx), r.in.Key, j)
+	r.c.journaled(ctx, JournalEvent{Step: JournalAdvance, IntentID: r.in.ID, IdempotencyKey: r.in.Key, Job: j.Step, Err: err})
+	if err != nil {
 		r.c.s.logger.Warn("safegen: journal: job step not recorded; a resumed job will redo it",
 			"intent_id", r.in.ID, "step", string(j.Step), "error", err.Error())
 	}

@@ -36,6 +36,7 @@ func (m *memBook) Spend(context.Context) (SpendReport, error) { return m.l.Repor
 // reserved before its first byte and settled to the answer's cost.
 type spendGuard struct {
 	limit     float64
+	observer  Observer // nil without WithObserver
 	book      spendBook
 	estimates sync.Map // estimateKey → float64
 	genKeys   sync.Map // generation id → idempotency key, for refunds
@@ -46,7 +47,7 @@ func newSpendGuard(s *settings) *spendGuard {
 	if !s.spendOn {
 		return nil
 	}
-	g := &spendGuard{limit: s.spendLimit}
+	g := &spendGuard{limit: s.spendLimit, observer: s.observer}
 	if sj, ok := s.journal.(SpendJournal); ok {
 		g.book = sj
 	} else {
@@ -96,13 +97,13 @@ func (g *spendGuard) reserve(ctx context.Context, r request, key string, price f
 	if errors.As(err, &se) {
 		se.Method, se.Path, se.IdempotencyKey = r.method, r.path, key
 		se.Limit = g.limit
-		g.remember(rep)
+		g.remember(ctx, rep)
 		return se
 	}
 	if err != nil {
 		return fmt.Errorf("safegen: %s %s: journal: spend not reserved, nothing sent: %w", r.method, r.path, err)
 	}
-	g.remember(rep)
+	g.remember(ctx, rep)
 	return nil
 }
 
@@ -150,12 +151,16 @@ func (g *spendGuard) book1(ctx context.Context, s *settings, key string, charged
 			"idempotency_key", key, "error", err.Error())
 		return
 	}
-	g.remember(rep)
+	g.remember(ctx, rep)
 }
 
-func (g *spendGuard) remember(rep SpendReport) {
+// remember keeps the latest report and tells the observer.
+func (g *spendGuard) remember(ctx context.Context, rep SpendReport) {
 	rep.Limit = g.limit
 	g.last.Store(&rep)
+	if g.observer != nil {
+		g.observer.SpendChange(ctx, SpendEvent(rep))
+	}
 }
 
 // Spend reports where the Client's spend limit stands: the limit, what

@@ -310,3 +310,33 @@ func TestSpendSurvivesRestart(t *testing.T) {
 	}
 	assert.Equal(t, 2, srv.Ledger().Total())
 }
+
+// spendRecorder is an Observer that keeps the spend events.
+type spendRecorder struct {
+	safegen.NopObserver
+	mu     sync.Mutex
+	events []safegen.SpendEvent
+}
+
+func (r *spendRecorder) SpendChange(_ context.Context, ev safegen.SpendEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+}
+
+func TestSpendObserved(t *testing.T) {
+	srv := safegentest.NewServer(t, safegentest.WithRateLimit(0, 0))
+	rec := &spendRecorder{}
+	c := newClient(t, srv, safegen.WithSpendLimit(20), safegen.WithObserver(rec))
+	_, err := c.Generations.Create(context.Background(), params, safegen.WithCost(15))
+	require.NoError(t, err)
+	_, err = c.Generations.Create(context.Background(), params, safegen.WithCost(15))
+	require.ErrorIs(t, err, safegen.ErrSpendLimit)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	assert.Equal(t, []safegen.SpendEvent{
+		{Limit: 20, Reserved: 15},       // reserved before the first byte
+		{Limit: 20, Spent: paramsPrice}, // settled to the answer's cost
+		{Limit: 20, Spent: paramsPrice}, // the refusal, as it stood
+	}, rec.events)
+}

@@ -25,6 +25,7 @@ type apiFlags struct {
 	insecure   bool
 	maxCredits float64 // < 0: no spend limit
 	billing    bool    // the command bills: --max-credits is registered
+	verbose    bool
 }
 
 func (a *apiFlags) register(fs *flag.FlagSet) {
@@ -35,6 +36,7 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &a.timeout, "timeout", 2*time.Minute, "bound on the whole command, retries included")
 	fs.IntVar(&a.maxRetries, "max-retries", 3, "retries after the first attempt")
 	fs.BoolVar(&a.insecure, "insecure-http", false, "allow plain http to a host that is not loopback (sends the key in clear)")
+	fs.BoolVar(&a.verbose, "verbose", false, "print one line per attempt to stderr: status or cause, wait, key")
 	a.maxCredits = -1
 }
 
@@ -79,6 +81,11 @@ func (a *apiFlags) client(e *env, extra ...safegen.Option) (*safegen.Client, err
 	if a.maxCredits >= 0 {
 		opts = append(opts, safegen.WithSpendLimit(a.maxCredits))
 	}
+	if a.verbose {
+		p := &attemptPrinter{w: e.stderr}
+		opts = append(opts, safegen.WithAttemptHook(p.print))
+	}
+	opts = append(opts, e.sdkOptions...)
 	c, err := safegen.NewClient(a.apiKey, append(opts, extra...)...)
 	if err != nil {
 		return nil, usageError(err.Error())

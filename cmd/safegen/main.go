@@ -6,7 +6,10 @@
 //	safegen generate --model veo-3-1-fast --prompt "..." [--wait]
 //	safegen run --model veo-3-1-fast --prompt "..." --output fox.mp4 [--journal j --intent-id order-17]
 //	safegen download ID --output FILE · cancel ID
-//	safegen get|wait ID · estimate · account · resume · webhook verify
+//	safegen get|wait ID · estimate · account · resume · webhook verify · version
+//
+// Every command that calls the API takes --verbose: one line per attempt on
+// stderr (status or cause, the wait before the next, the key shortened).
 //
 // The API key and base URL come from --api-key and --base-url, or from
 // SAFEGEN_API_KEY and SAFEGEN_BASE_URL. Exit codes: 0 success, 1 the API
@@ -23,6 +26,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/safegen/safegen-go"
 )
 
 // Exit codes.
@@ -44,6 +49,9 @@ type env struct {
 	getenv         func(string) string
 	// isTerminal reports whether stdout is a terminal (live progress).
 	isTerminal bool
+	// sdkOptions are added to every client a command makes (tests: a
+	// clock that does not sleep).
+	sdkOptions []safegen.Option
 }
 
 type command struct {
@@ -67,6 +75,7 @@ func commands() map[string]command {
 		{name: "account", summary: "show the credits left", run: runAccount},
 		{name: "resume", summary: "finish the pending intents of a journal, same keys, same bytes", run: runResume},
 		{name: "webhook", summary: "webhook tools: verify a delivery's signature", run: runWebhook},
+		{name: "version", summary: "print the SDK's version and the Go that built the tool", run: runVersion},
 		{name: "demo-worker", summary: "internal: the worker process of demo --crash", run: runDemoWorker, hidden: true},
 	}
 	m := make(map[string]command, len(list))
