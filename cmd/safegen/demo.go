@@ -41,6 +41,8 @@ type demoConfig struct {
 	journalDir  string
 	dialect     string
 	noKeys      bool
+	fleet       int
+	databaseURL string
 }
 
 func (d *demoConfig) register(fs *flag.FlagSet) {
@@ -57,6 +59,8 @@ func (d *demoConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.journalDir, "journal-dir", "", "folder for the journal (default: a temporary folder, removed at the end)")
 	fs.StringVar(&d.dialect, "dialect", "default", "vendor dialect of the fake server and the client")
 	fs.BoolVar(&d.noKeys, "no-keys", false, "the counterfactual: the same faults against a plain client that retries without idempotency keys or a journal")
+	fs.IntVar(&d.fleet, "fleet", 0, "run N worker processes through River on PostgreSQL instead (needs --database-url; runs safegen-fleet)")
+	fs.StringVar(&d.databaseURL, "database-url", "", "with --fleet: the PostgreSQL database (default $DATABASE_URL)")
 }
 
 func (d *demoConfig) validate() error {
@@ -87,7 +91,7 @@ func (d *demoConfig) validate() error {
 }
 
 func runDemo(ctx context.Context, e *env, args []string) int {
-	fs := newFlagSet("demo", "demo [--size N] [--concurrency C] [--seed S] [--crash] [fault rates]")
+	fs := newFlagSet("demo", "demo [--size N] [--concurrency C] [--seed S] [--crash | --fleet N --database-url URL] [fault rates]")
 	var d demoConfig
 	d.register(fs)
 	pos, code, done := parseFlags(fs, e, args)
@@ -99,6 +103,9 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	}
 	if err := d.validate(); err != nil {
 		return fail(e, false, err)
+	}
+	if d.fleet > 0 || d.databaseURL != "" {
+		return runFleetDemo(ctx, e, &d, fs)
 	}
 	start := time.Now()
 	srv := safegentest.Start(

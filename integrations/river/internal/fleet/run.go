@@ -165,7 +165,7 @@ func Run(ctx context.Context, cfg Config) (*Tally, error) {
 	srv := safegentest.Start(
 		safegentest.WithDialect(safegentest.Dialect(cfg.Dialect)),
 		safegentest.WithRateLimit(cfg.QuotaPerMin, 0),
-		safegentest.WithGenerationTiming(20*time.Millisecond, 50*time.Millisecond),
+		safegentest.WithGenerationTiming(50*time.Millisecond, 300*time.Millisecond),
 		safegentest.WithOutputSize(cfg.OutputSize),
 		safegentest.WithFaultRates(cfg.Faults, cfg.Seed))
 	defer srv.Close()
@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Tally, error) {
 	}
 	sort.Ints(at)
 	t := &Tally{Jobs: cfg.Jobs, Workers: cfg.Workers, PerWorker: map[string]int{}}
-	lastNote := time.Now()
+	lastNote, lastCompleted := time.Now(), 0
 	for {
 		final, completed, err := progress(ctx, pool)
 		if err != nil {
@@ -219,15 +219,19 @@ func Run(ctx context.Context, cfg Config) (*Tally, error) {
 			stopAll(procs)
 			return nil, fmt.Errorf("fleet: every worker exited with %d/%d jobs final: %s", final, cfg.Jobs, workerErrors(procs))
 		}
-		if time.Since(lastNote) >= 2*time.Second {
-			fmt.Fprintf(cfg.Progress, "%d/%d jobs completed, %d final, %d charges\n", completed, cfg.Jobs, final, srv.Ledger().Total())
-			lastNote = time.Now()
+		if completed != lastCompleted && time.Since(lastNote) >= time.Second || time.Since(lastNote) >= 5*time.Second {
+			note := ""
+			if completed == lastCompleted {
+				note = " (the rest await River's rescue: stuck past rescue-after, then the rescuer's next round)"
+			}
+			fmt.Fprintf(cfg.Progress, "%d/%d jobs completed, %d charges%s\n", completed, cfg.Jobs, srv.Ledger().Total(), note)
+			lastNote, lastCompleted = time.Now(), completed
 		}
 		select {
 		case <-ctx.Done():
 			stopAll(procs)
 			return nil, fmt.Errorf("fleet: %w with %d/%d jobs final", ctx.Err(), final, cfg.Jobs)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	stopAll(procs)
