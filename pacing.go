@@ -122,13 +122,19 @@ func (p *pacer) wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 	defer func() { <-p.turn }()
+	now := p.clock.Now()
 	for {
-		at, ok := p.quotaTurn(p.clock.Now())
+		at, ok := p.quotaTurn(now)
 		if ok {
 			return nil
 		}
-		if err := p.clock.Sleep(ctx, at.Sub(p.clock.Now())); err != nil {
+		if err := p.clock.Sleep(ctx, at.Sub(now)); err != nil {
 			return err
+		}
+		// A clock that did not move while it slept still counts the
+		// sleep: ask again at the time slept to, never in a loop.
+		if now = p.clock.Now(); now.Before(at) {
+			now = at
 		}
 	}
 }

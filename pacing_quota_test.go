@@ -498,3 +498,30 @@ func TestSharedQuotaConcurrentCalls(t *testing.T) {
 	_, err = c.Generations.Create(ctx, testParams)
 	require.ErrorIs(t, err, context.Canceled)
 }
+
+// stillClock records sleeps but never moves.
+type stillClock struct{ fakeClock }
+
+func (s *stillClock) Sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sleeps = append(s.sleeps, d)
+	return ctx.Err()
+}
+
+func TestSharedQuotaWithAClockThatDoesNotMove(t *testing.T) {
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("RateLimit-Remaining", "11")
+		w.Header().Set("RateLimit-Reset", "10")
+		writeJSON(w, 202, genBody)
+	})
+	clk := &stillClock{fakeClock{now: t0}}
+	c, err := NewClient(testAPIKey, WithBaseURL(rec.URL), WithClock(clk), WithSharedQuota())
+	require.NoError(t, err)
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		_, err := c.Generations.Create(context.Background(), testParams)
+		require.NoError(t, err)
+	}
+	assert.Len(t, clk.Sleeps(), 1, "one sleep, then the call goes")
+}
