@@ -112,9 +112,6 @@ func (q *simQueue) Pop() any {
 	return e
 }
 
-// simTrace, when set, sees every answer of a simulation.
-var simTrace func(at time.Time, process, status int, h http.Header)
-
 // run plays the processes on simulated time, as pacer.wait runs them: with
 // WithSharedQuota, one waiting request per process at a time asks the
 // pacer (the turn), again after each sleep; without it, each request
@@ -194,9 +191,6 @@ func (sim quotaSim) run() simResult {
 			}
 			push(simEvent{at: e.at.Add(lat), kind: simAnswer, process: e.process, status: status, header: h})
 		case simAnswer:
-			if simTrace != nil {
-				simTrace(e.at, e.process, e.status, e.header)
-			}
 			p.observeAt(e.at, e.status, e.header)
 			push(simEvent{at: e.at.Add(sim.think), kind: simReady, process: e.process})
 		}
