@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(quotaWorkerEnv); cfg != "" {
+		os.Exit(quotaWorker(cfg))
+	}
 	leakcheck.VerifyTestMain(m)
 }
 

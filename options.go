@@ -51,6 +51,7 @@ type settings struct {
 	backoffMax    time.Duration
 	maxRetryAfter time.Duration
 	pacing        bool
+	sharedQuota   bool
 	paceRPS       float64
 	paceBurst     int
 	maxInFlight   int

@@ -146,6 +146,11 @@ func (s *GenerationsService) carryOn(ctx context.Context, in *Intent, resp *resp
 	if recorded.Step == JobDownloaded {
 		if err := verifyFile(path, recorded.Size, recorded.SHA256); err == nil {
 			gen.Status = StatusSucceeded
+			if gen.Output == nil {
+				// The recorded create predates the output: describe the
+				// file on disk (no URL: nothing more to fetch).
+				gen.Output = &GenerationOutput{Size: recorded.Size, SHA256: recorded.SHA256}
+			}
 			return gen, nil
 		}
 		// The file was moved or damaged since: fetch it again.

@@ -47,6 +47,8 @@ type demoConfig struct {
 	dlFaults    float64
 	cancels     int
 	maxCredits  float64
+	fleet       int
+	databaseURL string
 }
 
 func (d *demoConfig) register(fs *flag.FlagSet) {
@@ -67,6 +69,8 @@ func (d *demoConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.cancels, "cancel-every", 50, "cancel every Nth job right after its create, while queued (refunded); 0 cancels none")
 	fs.Float64Var(&d.maxCredits, "max-credits", -1, "spend limit of the worker's client in credits (jobs that no longer fit are refused before they are sent); default none")
 	fs.BoolVar(&d.noKeys, "no-keys", false, "the counterfactual: the same faults against a plain client that retries without idempotency keys or a journal")
+	fs.IntVar(&d.fleet, "fleet", 0, "run N worker processes through River on PostgreSQL instead (needs --database-url; runs safegen-fleet)")
+	fs.StringVar(&d.databaseURL, "database-url", "", "with --fleet: the PostgreSQL database (default $DATABASE_URL)")
 }
 
 func (d *demoConfig) validate() error {
@@ -105,7 +109,7 @@ func (d *demoConfig) validate() error {
 }
 
 func runDemo(ctx context.Context, e *env, args []string) int {
-	fs := newFlagSet("demo", "demo [--size N] [--concurrency C] [--seed S] [--crash] [fault rates]")
+	fs := newFlagSet("demo", "demo [--size N] [--concurrency C] [--seed S] [--crash | --fleet N --database-url URL] [fault rates]")
 	var d demoConfig
 	d.register(fs)
 	pos, code, done := parseFlags(fs, e, args)
@@ -117,6 +121,9 @@ func runDemo(ctx context.Context, e *env, args []string) int {
 	}
 	if err := d.validate(); err != nil {
 		return fail(e, false, err)
+	}
+	if d.fleet > 0 || d.databaseURL != "" {
+		return runFleetDemo(ctx, e, &d, fs)
 	}
 	start := time.Now()
 	srv := safegentest.Start(

@@ -2,6 +2,7 @@
 // SDK's fake server on its own, and shows the SDK's promise at work in a demo.
 //
 //	safegen demo [--size N] [--crash]       the embedded fake API with faults, and the tally
+//	safegen demo --fleet N --database-url URL   N River worker processes on PostgreSQL (runs safegen-fleet)
 //	safegen fake-server --addr 127.0.0.1:8080 --dialect realm --faults drop=0.05,503=0.1
 //	safegen generate --model veo-3-1-fast --prompt "..." [--wait]
 //	safegen run --model veo-3-1-fast --prompt "..." --output fox.mp4 [--journal j --intent-id order-17]
