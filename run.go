@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// ErrGenerationFailed: the generation a job waited for ended failed or
+// ErrGenerationFailed means the generation a job waited for ended failed or
 // canceled, so there is no output to download. The error is a *JobError
 // carrying the generation (its Error says why).
 var ErrGenerationFailed = errors.New("safegen: generation ended without an output")

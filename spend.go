@@ -8,7 +8,7 @@ import (
 	"sync"
 )
 
-// ErrSpendLimit: a billable call did not fit in the Client's spend limit
+// ErrSpendLimit means a billable call did not fit in the Client's spend limit
 // (WithSpendLimit), so it was not sent. The error is a *SpendLimitError.
 var ErrSpendLimit = errors.New("safegen: spend limit reached")
 

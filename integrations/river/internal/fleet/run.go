@@ -83,7 +83,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// ErrUsage: a Config that cannot run.
+// ErrUsage means a Config that cannot run.
 var ErrUsage = errors.New("fleet: bad settings")
 
 func (c *Config) validate() error {
