@@ -424,8 +424,8 @@ func (st *callState) readBody(resp *http.Response) error {
 	var b []byte
 	var err error
 	if n := resp.ContentLength; n >= 0 && n <= limit {
-		b = make([]byte, 0, n+1) // +1: ReadAll stops at EOF without growing
-		b, err = readAllInto(b, io.LimitReader(resp.Body, limit+1))
+		b = make([]byte, n) // the declared length, read in one buffer
+		_, err = io.ReadFull(resp.Body, b)
 	} else {
 		b, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	}
@@ -441,24 +441,6 @@ func (st *callState) readBody(resp *http.Response) error {
 	}
 	st.body = b
 	return nil
-}
-
-// readAllInto is io.ReadAll appending to b, whose capacity is usually the
-// whole body already.
-func readAllInto(b []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil {
-			if err == io.EOF {
-				err = nil
-			}
-			return b, err
-		}
-	}
 }
 
 func (c *Client) setHeaders(req *http.Request, s *settings, r request, key string) {
@@ -580,12 +562,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, opts 
 		return err
 	}
 	keyed := !(method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions)
-	ctx, ob := c.startCall(ctx, OpDo, method, path, opts)
-	resp, err := c.send(ctx, request{op: OpDo, method: method, path: path, body: body, keyed: keyed}, opts)
-	if err == nil {
-		err = decodeOut(resp, method, out)
-	}
-	ob.end(resp, err)
+	_, err = c.call(ctx, request{op: OpDo, method: method, path: path, body: body, keyed: keyed}, opts,
+		func(_ context.Context, resp *response) error { return decodeOut(resp, method, out) })
 	return err
 }
 

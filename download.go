@@ -905,17 +905,7 @@ func (d *download) alreadyThere() (*DownloadResult, bool) {
 	if d.sha == "" || d.size < 0 {
 		return nil, false
 	}
-	f, err := os.Open(d.path)
-	if err != nil {
-		return nil, false
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != d.size {
-		return nil, false
-	}
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, d.buf); err != nil || hex.EncodeToString(h.Sum(nil)) != d.sha {
+	if !fileHolds(d.path, d.size, d.sha, d.buf) {
 		return nil, false
 	}
 	_ = os.Remove(d.part)
@@ -926,6 +916,23 @@ func (d *download) alreadyThere() (*DownloadResult, bool) {
 		d.s.progress(d.size, d.size)
 	}
 	return &r, true
+}
+
+// fileHolds reports whether the regular file at path has exactly size bytes
+// whose hex SHA-256 is sum. buf, if not nil, is the copy buffer.
+func fileHolds(path string, size int64, sum string, buf []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+		return false
+	}
+	h := sha256.New()
+	_, err = io.CopyBuffer(h, f, buf)
+	return err == nil && strings.EqualFold(hex.EncodeToString(h.Sum(nil)), sum)
 }
 
 // discard removes the partial and its record.

@@ -160,14 +160,23 @@ func (s *GenerationsService) Create(ctx context.Context, params *GenerationCreat
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	ctx, ob := s.c.startCall(ctx, OpCreate, http.MethodPost, "/v1/generations", opts)
-	resp, err := s.c.send(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts)
+	return s.generation(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts, nil)
+}
+
+// generation makes one observed call that answers a Generation; then, if
+// not nil, runs after on it under the call's context.
+func (s *GenerationsService) generation(ctx context.Context, r request, opts []Option, after func(context.Context, *Generation)) (*Generation, error) {
 	var g *Generation
-	if err == nil {
-		g, err = decodeGeneration(resp)
+	_, err := s.c.call(ctx, r, opts, func(ctx context.Context, resp *response) (err error) {
+		if g, err = decodeGeneration(resp); err == nil && after != nil {
+			after(ctx, g)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	ob.end(resp, err)
-	return g, err
+	return g, nil
 }
 
 // Get returns one generation. It is safe: retried freely, never keyed.
@@ -181,14 +190,12 @@ func (s *GenerationsService) get(ctx context.Context, id string, opts []Option) 
 	if id == "" {
 		return nil, nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
 	}
-	path := "/v1/generations/" + url.PathEscape(id)
-	ctx, ob := s.c.startCall(ctx, OpGet, http.MethodGet, path, opts)
-	resp, err := s.c.send(ctx, request{op: OpGet, method: http.MethodGet, path: path}, opts)
 	var g *Generation
-	if err == nil {
-		g, err = decodeGeneration(resp)
-	}
-	ob.end(resp, err)
+	resp, err := s.c.call(ctx, request{op: OpGet, method: http.MethodGet, path: "/v1/generations/" + url.PathEscape(id)}, opts,
+		func(_ context.Context, resp *response) (err error) {
+			g, err = decodeGeneration(resp)
+			return err
+		})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -206,18 +213,13 @@ func (s *GenerationsService) Cancel(ctx context.Context, id string, opts ...Requ
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty generation id", ErrInvalidRequest)
 	}
-	path := "/v1/generations/" + url.PathEscape(id) + "/cancel"
-	ctx, ob := s.c.startCall(ctx, OpCancel, http.MethodPost, path, opts)
-	resp, err := s.c.send(ctx, request{op: OpCancel, method: http.MethodPost, path: path}, opts)
-	var g *Generation
-	if err == nil {
-		g, err = decodeGeneration(resp)
+	var refund func(context.Context, *Generation)
+	if s.c.spend != nil {
+		refund = func(ctx context.Context, g *Generation) {
+			s.c.spend.refund(ctx, &s.c.s, g) // a refunded cancel gives the credits back
+		}
 	}
-	if err == nil && s.c.spend != nil {
-		s.c.spend.refund(ctx, &s.c.s, g) // a refunded cancel gives the credits back
-	}
-	ob.end(resp, err)
-	return g, err
+	return s.generation(ctx, request{op: OpCancel, method: http.MethodPost, path: "/v1/generations/" + url.PathEscape(id) + "/cancel"}, opts, refund)
 }
 
 // Estimate returns the price of params. It never charges, so it carries no
@@ -230,13 +232,9 @@ func (s *GenerationsService) Estimate(ctx context.Context, params *GenerationCre
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	ctx, ob := s.c.startCall(ctx, OpEstimate, http.MethodPost, "/v1/generations/estimate", opts)
-	resp, err := s.c.send(ctx, request{op: OpEstimate, method: http.MethodPost, path: "/v1/generations/estimate", body: body}, opts)
 	e := &Estimate{}
-	if err == nil {
-		err = decodeBody(resp, e)
-	}
-	ob.end(resp, err)
+	resp, err := s.c.call(ctx, request{op: OpEstimate, method: http.MethodPost, path: "/v1/generations/estimate", body: body}, opts,
+		func(_ context.Context, resp *response) error { return decodeBody(resp, e) })
 	if err != nil {
 		return nil, err
 	}
@@ -313,13 +311,9 @@ func jitter(d time.Duration) time.Duration {
 
 // Account returns the balance left.
 func (c *Client) Account(ctx context.Context, opts ...RequestOption) (*Account, error) {
-	ctx, ob := c.startCall(ctx, OpAccount, http.MethodGet, "/v1/account", opts)
-	resp, err := c.send(ctx, request{op: OpAccount, method: http.MethodGet, path: "/v1/account"}, opts)
 	a := &Account{}
-	if err == nil {
-		err = decodeBody(resp, a)
-	}
-	ob.end(resp, err)
+	resp, err := c.call(ctx, request{op: OpAccount, method: http.MethodGet, path: "/v1/account"}, opts,
+		func(_ context.Context, resp *response) error { return decodeBody(resp, a) })
 	if err != nil {
 		return nil, err
 	}

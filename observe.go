@@ -27,6 +27,19 @@ type callObs struct {
 	composed bool
 }
 
+// call sends r as one observed call: the Observer sees it begin and end,
+// and decode (if not nil) turns the answer into the caller's result under
+// the call's context, its failure counting as the call's.
+func (c *Client) call(ctx context.Context, r request, opts []Option, decode func(context.Context, *response) error) (*response, error) {
+	ctx, ob := c.startCall(ctx, r.op, r.method, r.path, opts)
+	resp, err := c.send(ctx, r, opts)
+	if err == nil && decode != nil {
+		err = decode(ctx, resp)
+	}
+	ob.end(resp, err)
+	return resp, err
+}
+
 // startCall tells the Observer a call begins and returns the context the
 // call runs under. The intent id and the caller's key come from opts.
 func (c *Client) startCall(ctx context.Context, op, method, path string, opts []Option) (context.Context, callObs) {

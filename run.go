@@ -2,12 +2,9 @@ package safegen
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -101,9 +98,7 @@ func (s *GenerationsService) Run(ctx context.Context, params *GenerationCreatePa
 	}
 	ctx, ob := s.c.startCall(ctx, OpRun, "", "", opts)
 	job := &Job{Step: JobStarted, Path: path, UpdatedAt: s.c.s.clock.Now().UTC()}
-	cctx, cob := s.c.startCall(ctx, OpCreate, http.MethodPost, "/v1/generations", opts)
-	resp, err := s.c.send(cctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true, job: job}, opts)
-	cob.end(resp, err)
+	resp, err := s.c.call(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true, job: job}, opts, nil)
 	var in *Intent
 	if resp != nil {
 		in = resp.intent
@@ -144,7 +139,7 @@ func (s *GenerationsService) carryOn(ctx context.Context, in *Intent, resp *resp
 			ErrMalformedResponse, recorded.GenerationID, gen.ID))
 	}
 	if recorded.Step == JobDownloaded {
-		if err := verifyFile(path, recorded.Size, recorded.SHA256); err == nil {
+		if recorded.SHA256 != "" && fileHolds(path, recorded.Size, recorded.SHA256, nil) {
 			gen.Status = StatusSucceeded
 			if gen.Output == nil {
 				// The recorded create predates the output: describe the
@@ -242,28 +237,6 @@ func checkOutputPath(path string) error {
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("%w: output path %s is a directory", ErrInvalidRequest, path)
-	}
-	return nil
-}
-
-// verifyFile reports whether the file at path has the size and sha256 a job
-// recorded for its output.
-func verifyFile(path string, size int64, sum string) error {
-	if sum == "" {
-		return errors.New("no checksum recorded")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return err
-	}
-	if (size > 0 && n != size) || !strings.EqualFold(hex.EncodeToString(h.Sum(nil)), sum) {
-		return fmt.Errorf("%w: %s does not match the recorded output", ErrOutputCorrupt, path)
 	}
 	return nil
 }
