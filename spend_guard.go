@@ -19,15 +19,29 @@ type spendBook interface {
 	Spend(ctx context.Context) (SpendReport, error)
 }
 
-// memBook is a SpendLedger behind the spendBook interface.
-type memBook struct{ l SpendLedger }
+// memBook is a SpendLedger behind the spendBook interface. It remembers the
+// last recentKeys settled keys, so that a replay of one is the same charge;
+// older ones are forgotten (their charges stay in Spent), which keeps a
+// long-lived Client's memory flat. A key settled again after that is
+// counted again: conservative, never optimistic.
+type memBook struct {
+	l       SpendLedger
+	settled boundedMap[struct{}]
+}
+
+// recentKeys bounds what a Client remembers per call for its spend limit.
+const recentKeys = 1 << 16
 
 func (m *memBook) Reserve(_ context.Context, key string, credits, limit float64) (SpendReport, error) {
 	return m.l.Reserve(key, credits, limit)
 }
 
 func (m *memBook) Settle(_ context.Context, key string, charged float64) (SpendReport, error) {
-	return m.l.Settle(key, charged), nil
+	rep := m.l.Settle(key, charged)
+	if old, ok := m.settled.store(key, struct{}{}); ok {
+		m.l.Forget(old)
+	}
+	return rep, nil
 }
 
 func (m *memBook) Spend(context.Context) (SpendReport, error) { return m.l.Report(), nil }
@@ -38,8 +52,8 @@ type spendGuard struct {
 	limit     float64
 	observer  Observer // nil without WithObserver
 	book      spendBook
-	estimates sync.Map // estimateKey → float64
-	genKeys   sync.Map // generation id → idempotency key, for refunds
+	estimates boundedMap[float64] // model, duration and input → price
+	genKeys   boundedMap[string]  // generation id → idempotency key, for refunds
 	last      atomic.Pointer[SpendReport]
 }
 
@@ -47,11 +61,12 @@ func newSpendGuard(s *settings) *spendGuard {
 	if !s.spendOn {
 		return nil
 	}
-	g := &spendGuard{limit: s.spendLimit, observer: s.observer}
+	g := &spendGuard{limit: s.spendLimit, observer: s.observer,
+		estimates: boundedMap[float64]{max: 1 << 10}, genKeys: boundedMap[string]{max: recentKeys}}
 	if sj, ok := s.journal.(SpendJournal); ok {
 		g.book = sj
 	} else {
-		g.book = &memBook{}
+		g.book = &memBook{settled: boundedMap[struct{}]{max: recentKeys}}
 	}
 	g.last.Store(&SpendReport{})
 	return g
@@ -79,14 +94,14 @@ func (g *spendGuard) price(ctx context.Context, c *Client, s *settings, r reques
 func (g *spendGuard) estimate(ctx context.Context, c *Client, p *GenerationCreateParams) (float64, error) {
 	input, _ := json.Marshal(p.Input) // map keys marshal sorted
 	key := p.Model + "\x00" + strconv.Itoa(p.DurationS) + "\x00" + string(input)
-	if v, ok := g.estimates.Load(key); ok {
-		return v.(float64), nil
+	if v, ok := g.estimates.load(key); ok {
+		return v, nil
 	}
 	e, err := c.Generations.Estimate(ctx, p, withoutKey)
 	if err != nil {
 		return 0, fmt.Errorf("safegen: pricing the create for the spend limit (Generations.Estimate; WithCost skips it): %w", err)
 	}
-	g.estimates.Store(key, e.Credits)
+	g.estimates.store(key, e.Credits)
 	return e.Credits, nil
 }
 
@@ -125,7 +140,7 @@ func (g *spendGuard) settle(ctx context.Context, s *settings, key string, out *r
 				charged = *v.Cost
 			}
 			if v.ID != "" {
-				g.genKeys.Store(v.ID, key)
+				g.genKeys.store(v.ID, key)
 			}
 		}
 	case errors.Is(apiErr, ErrIdempotencyKeyReuse):
@@ -139,8 +154,8 @@ func (g *spendGuard) refund(ctx context.Context, s *settings, gen *Generation) {
 	if gen.Status != StatusCanceled {
 		return
 	}
-	if key, ok := g.genKeys.Load(gen.ID); ok {
-		g.book1(ctx, s, key.(string), gen.Cost)
+	if key, ok := g.genKeys.load(gen.ID); ok {
+		g.book1(ctx, s, key, gen.Cost)
 	}
 }
 
@@ -182,4 +197,43 @@ func (c *Client) Spend() SpendReport {
 	}
 	rep.Limit = g.limit
 	return rep
+}
+
+// boundedMap is a map safe for concurrent use that forgets its oldest keys
+// past max entries, so what a Client remembers per call stays bounded.
+type boundedMap[V any] struct {
+	max   int
+	mu    sync.Mutex
+	m     map[string]V
+	order []string // keys in insertion order, a ring once full
+	next  int      // the ring's oldest slot
+}
+
+func (b *boundedMap[V]) load(k string) (V, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.m[k]
+	return v, ok
+}
+
+// store sets k to v; it returns the key it forgot to make room, if any.
+func (b *boundedMap[V]) store(k string, v V) (forgot string, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = make(map[string]V)
+	}
+	if _, had := b.m[k]; had {
+		b.m[k] = v
+		return "", false
+	}
+	b.m[k] = v
+	if len(b.order) < b.max {
+		b.order = append(b.order, k)
+		return "", false
+	}
+	forgot, b.order[b.next] = b.order[b.next], k
+	b.next = (b.next + 1) % b.max
+	delete(b.m, forgot)
+	return forgot, true
 }
