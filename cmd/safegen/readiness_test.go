@@ -104,8 +104,7 @@ func TestGenerationOutputFields(t *testing.T) {
 		assert.Contains(t, g, f)
 	}
 	assert.EqualValues(t, 4, g["duration_s"])
-	id, reqID := g["id"].(string), g["request_id"].(string)
-	require.NotEmpty(t, reqID)
+	require.NotEmpty(t, g["request_id"])
 
 	// A replay carries a fresh X-Request-Id; the id to quote stays the
 	// creating request's, from the body.
@@ -120,7 +119,6 @@ func TestGenerationOutputFields(t *testing.T) {
 	}
 	assert.Contains(t, out, "replayed=true")
 	assert.Equal(t, seen[0], seen[1], "request_id is the body's, the same on a replay")
-	_ = id
 }
 
 // The counterfactual: the same faults and seed without keys bill calls twice,
