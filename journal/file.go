@@ -239,9 +239,15 @@ func checkJournalFile(path string, mustExist bool) error {
 	if st.IsDir() {
 		return fmt.Errorf("%w: %s is a directory", ErrNotJournal, path)
 	}
-	// The first record, or enough of the file to find an intact one when
-	// the first is damaged.
-	data, err := io.ReadAll(io.LimitReader(f, headerSize+MaxRecordSize+headerSize))
+	// The start of the file holds the magic and, in a current file, the
+	// small header record; only a file that does not start with the magic
+	// is read further, for an intact record after a damaged start.
+	data, err := io.ReadAll(io.LimitReader(f, 4<<10))
+	if err == nil && len(data) == 4<<10 && !bytes.HasPrefix(data, magic[:]) {
+		var more []byte
+		more, err = io.ReadAll(io.LimitReader(f, headerSize+MaxRecordSize+headerSize-int64(len(data))))
+		data = append(data, more...)
+	}
 	if err != nil {
 		return fmt.Errorf("journal: read %s: %w", path, err)
 	}

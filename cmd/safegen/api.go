@@ -24,7 +24,6 @@ type apiFlags struct {
 	maxRetries int
 	insecure   bool
 	maxCredits float64 // < 0: no spend limit
-	billing    bool    // the command bills: --max-credits is registered
 	verbose    bool
 }
 
@@ -42,7 +41,6 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 
 // registerBilling registers the flags of a command that bills.
 func (a *apiFlags) registerBilling(fs *flag.FlagSet) {
-	a.billing = true
 	fs.Float64Var(&a.maxCredits, "max-credits", -1, "spend limit in credits: a call whose price does not fit is refused before it is sent (with --journal, counted across runs on that journal)")
 }
 
