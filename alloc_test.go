@@ -27,13 +27,14 @@ func TestCreateAllocations(t *testing.T) {
 	}
 	defer c.Close()
 	hc := &http.Client{Transport: memTransport{}}
+	hdr := sdkHeaders(t)
 	sdk := testing.AllocsPerRun(200, func() {
 		if _, err := c.Generations.Create(ctx, benchParams); err != nil {
 			t.Fatal(err)
 		}
 	})
 	hand := testing.AllocsPerRun(200, func() {
-		if _, err := handCreate(ctx, hc, "http://127.0.0.1:1"); err != nil {
+		if _, err := handCreateHeaders(ctx, hc, "http://127.0.0.1:1", hdr); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -53,27 +53,48 @@ func benchCreates(b *testing.B, opts ...safegen.Option) {
 	}
 }
 
-// BenchmarkCreate compares one Generations.Create with (a) the same POST
-// done by hand with net/http and encoding/json, and (b) a default
-// go-retryablehttp client, against the same local server.
+// BenchmarkCreate compares one Generations.Create, against the same local
+// server, with:
+//   - impl=hand: the hand-written equivalent: the same UUID key, the very
+//     headers the SDK sends (captured from it) and the same decode into
+//     Generation, with net/http and encoding/json;
+//   - impl=bare: a bare POST of the same bytes that reads the answer and
+//     throws it away (no key, no decode);
+//   - impl=retryablehttp: a default go-retryablehttp client doing the hand
+//     call's work;
+//   - the SDK without its attempt timeout, and through the file journal.
+//
+// Compare with benchstat -col /impl (BENCHMARKS.md, section 1).
 func BenchmarkCreate(b *testing.B) {
 	srv := benchServer(b)
 	ctx := context.Background()
+	hdr := sdkHeaders(b)
 
 	b.Run("impl=safegen", func(b *testing.B) { benchCreates(b, safegen.WithBaseURL(srv.URL)) })
 
-	// The same without the per-attempt timeout (a context and a timer per
-	// attempt), to show what that safety net costs on the happy path.
+	// The same without the per-attempt timeout, to show what that safety net
+	// costs on the happy path.
 	b.Run("impl=safegen-noattempttimeout", func(b *testing.B) {
 		benchCreates(b, safegen.WithBaseURL(srv.URL), safegen.WithAttemptTimeout(0))
 	})
 
-	b.Run("impl=nethttp", func(b *testing.B) {
+	b.Run("impl=hand", func(b *testing.B) {
 		hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		defer hc.CloseIdleConnections()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := handCreate(ctx, hc, srv.URL); err != nil {
+			if _, err := handCreateHeaders(ctx, hc, srv.URL, hdr); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	b.Run("impl=bare", func(b *testing.B) {
+		hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		defer hc.CloseIdleConnections()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := barePost(ctx, hc, srv.URL); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -89,8 +110,12 @@ func BenchmarkCreate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer sk_bench")
+			key, err := safegen.NewIdempotencyKey()
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header = hdr.Clone()
+			req.Header["Idempotency-Key"] = []string{key}
 			resp, err := rc.Do(req)
 			if err != nil {
 				b.Fatal(err)
@@ -114,9 +139,42 @@ func BenchmarkCreate(b *testing.B) {
 	})
 }
 
-// handCreate is the baseline: what a careful hand-written call costs
-// (with a key, as a billable POST needs).
-func handCreate(ctx context.Context, hc *http.Client, base string) (*safegen.Generation, error) {
+// sdkHeaders returns the headers a default Client sends with a create,
+// less the idempotency key, as a server saw them: the hand-written
+// baselines send the same ones.
+func sdkHeaders(tb testing.TB) http.Header {
+	tb.Helper()
+	var seen http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(memBody)
+	}))
+	defer srv.Close()
+	c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Generations.Create(context.Background(), benchParams); err != nil {
+		tb.Fatal(err)
+	}
+	h := http.Header{}
+	for k, v := range seen {
+		switch k {
+		case "Idempotency-Key", "Content-Length", "Accept-Encoding": // per call, or set by net/http itself
+			continue
+		}
+		h[k] = v
+	}
+	return h
+}
+
+// handCreateHeaders is the hand-written equivalent of a create: it encodes
+// the same parameters, mints the same UUID v4 key, sends hdr plus the key,
+// and decodes the answer into Generation.
+func handCreateHeaders(ctx context.Context, hc *http.Client, base string, hdr http.Header) (*safegen.Generation, error) {
 	body, err := json.Marshal(benchParams)
 	if err != nil {
 		return nil, err
@@ -129,8 +187,9 @@ func handCreate(ctx context.Context, hc *http.Client, base string) (*safegen.Gen
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer sk_bench")
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -145,6 +204,30 @@ func handCreate(ctx context.Context, hc *http.Client, base string) (*safegen.Gen
 		return nil, err
 	}
 	return &g, nil
+}
+
+// barePostBody is what every create sends.
+var barePostBody, _ = json.Marshal(benchParams)
+
+// barePost is the least a POST can do: the same bytes, a content type and
+// a credential; the answer is read and thrown away.
+func barePost(ctx context.Context, hc *http.Client, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/generations", bytes.NewReader(barePostBody))
+	if err != nil {
+		return err
+	}
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Authorization"] = []string{"Bearer sk_bench"}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusAccepted {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
 }
 
 // memTransport answers every request at once from memory, so
@@ -175,11 +258,12 @@ func BenchmarkCreateCPU(b *testing.B) {
 		benchCreates(b, safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}),
 			safegen.WithObserver(safegen.NopObserver{}))
 	})
-	b.Run("impl=nethttp", func(b *testing.B) {
+	hdr := sdkHeaders(b)
+	b.Run("impl=hand", func(b *testing.B) {
 		hc := &http.Client{Transport: memTransport{}}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := handCreate(ctx, hc, "http://127.0.0.1:1"); err != nil {
+			if _, err := handCreateHeaders(ctx, hc, "http://127.0.0.1:1", hdr); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -44,6 +44,8 @@ type Client struct {
 	apiKey string
 	s      settings
 	root   string            // the base URL, as a string
+	urls   map[string]string // root + path for the typed methods' paths
+	watch  attemptWatch      // bounds attempts by WithAttemptTimeout
 	fixed  http.Header       // headers every request carries; values shared, never mutated
 	hc     *http.Client      // over the shared transport, wrapped
 	base   http.RoundTripper // the transport Close releases
@@ -99,6 +101,10 @@ func NewClient(apiKey string, opts ...Option) (*Client, error) {
 	hc.CheckRedirect = c.checkRedirect
 	c.hc = &hc
 	c.root = s.baseURL.String()
+	c.urls = make(map[string]string, len(fixedPaths))
+	for _, p := range fixedPaths {
+		c.urls[p] = c.root + p
+	}
 	c.fixed = http.Header{"Accept": {"application/json"}, "User-Agent": {s.userAgent}, AttemptHeader: {"1"}}
 	if s.dialect.usesAPIKeyHeader() {
 		c.fixed["X-Api-Key"] = []string{apiKey}
@@ -284,8 +290,9 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 	}
 
 	st := &callState{c: c, s: s, method: r.method, path: r.path, key: key}
-	st.ctx = context.WithValue(ctx, stateKey{}, st)
-	req, err := retryablehttp.NewRequestWithContext(st.ctx, r.method, c.root+r.path, r.body)
+	st.cc = callCtx{Context: ctx, st: st}
+	st.ctx = &st.cc
+	req, err := retryablehttp.NewRequestWithContext(st.ctx, r.method, c.url(r.path), r.body)
 	if err != nil {
 		return nil, fmt.Errorf("safegen: %s %s: %w", r.method, r.path, err)
 	}
@@ -307,11 +314,13 @@ func (c *Client) send(ctx context.Context, r request, opts []Option) (resp *resp
 		}
 		s.logger.Log(ctx, level, "safegen: call failed", "method", r.method, "path", r.path,
 			"attempts", st.attempts, "idempotency_key", key, "error", ferr.Error())
-		return &response{meta: meta}, ferr
+		st.out = response{meta: meta}
+		return &st.out, ferr
 	}
 	meta.RequestID = st.header.Get("X-Request-Id")
 	meta.Replayed = replayed(st.header)
-	out := &response{status: st.status, header: st.header, body: st.body, meta: meta}
+	st.out = response{status: st.status, header: st.header, body: st.body, meta: meta}
+	out := &st.out
 	if st.status >= 200 && st.status < 300 {
 		n := st.spent
 		if st.attempts == 1 {
@@ -444,7 +453,10 @@ func (st *callState) readBody(resp *http.Response) error {
 }
 
 func (c *Client) setHeaders(req *http.Request, s *settings, r request, key string) {
-	h := make(http.Header, len(c.fixed)+len(s.header)+2)
+	h := req.Header // the empty map http.NewRequest made
+	if h == nil {
+		h = make(http.Header, len(c.fixed)+len(s.header)+2)
+	}
 	for k, v := range c.fixed {
 		h[k] = v
 	}
@@ -499,13 +511,18 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st.s.attemptTO <= 0 {
 		return st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	}
-	ctx, cancel := context.WithTimeout(ctx, st.s.attemptTO)
-	resp, err := st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
-	if err != nil {
-		cancel()
-		return nil, err
+	st.bound.expired.Store(false)
+	actx, watched := st.c.watch.bound(ctx, &st.bound, st.s.attemptTO)
+	resp, err := st.sent(t.base.RoundTrip(onWire(req, actx, h)))
+	if !watched {
+		return resp, err
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	if err != nil {
+		st.c.watch.end(&st.bound)
+		return nil, st.bound.timedOut(err)
+	}
+	st.abody = attemptBody{ReadCloser: resp.Body, st: st}
+	resp.Body = &st.abody
 	return resp, nil
 }
 
@@ -528,18 +545,6 @@ func attemptHeader(h http.Header, n int) http.Header {
 	h = h.Clone()
 	h[AttemptHeader] = []string{strconv.Itoa(n)}
 	return h
-}
-
-// cancelBody ends the attempt's context when its body is closed.
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
 
 // Do calls any endpoint through the same pipeline as the typed methods.
@@ -608,4 +613,16 @@ func encodeBody(in any) ([]byte, error) {
 		return nil, fmt.Errorf("%w: encoding request body: %v", ErrInvalidRequest, err)
 	}
 	return b, nil
+}
+
+// fixedPaths are the typed methods' fixed paths, whose URLs a Client builds
+// once instead of on every call.
+var fixedPaths = [...]string{"/v1/generations", "/v1/generations/estimate", "/v1/account"}
+
+// url is the absolute URL of path.
+func (c *Client) url(path string) string {
+	if u, ok := c.urls[path]; ok {
+		return u
+	}
+	return c.root + path
 }

@@ -97,9 +97,31 @@ type callState struct {
 	retryAfter time.Duration
 	stopped    error
 	lastErr    error
+
+	// Held here so that a call allocates none of them apart: the context
+	// its requests carry, its attempt's watch and body, and its answer.
+	cc    callCtx
+	bound attemptBound
+	abody attemptBody
+	out   response
 }
 
 type stateKey struct{}
+
+// callCtx is the context a call's requests carry: the caller's, which also
+// hands the hooks the call's state (stateOf). It replaces a
+// context.WithValue, one allocation per call.
+type callCtx struct {
+	context.Context
+	st *callState
+}
+
+func (c *callCtx) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return c.st
+	}
+	return c.Context.Value(key)
+}
 
 // stateOf returns the call state carried by a request's context.
 func stateOf(ctx context.Context) *callState {

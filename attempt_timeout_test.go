@@ -1,0 +1,243 @@
+package safegen
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// checkHeap fails unless w's heap is ordered and every bound knows its
+// place.
+func checkHeap(t *testing.T, w *attemptWatch) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, b := range w.heap {
+		require.Equal(t, i+1, b.pos, "bound %d does not know its place", i)
+		if i > 0 {
+			p := w.heap[(i-1)/2]
+			require.False(t, b.deadline.Before(p.deadline), "bound %d is earlier than its parent", i)
+		}
+	}
+	if len(w.heap) > 0 {
+		require.True(t, w.armed.Equal(w.heap[0].deadline) || w.armed.Before(w.heap[0].deadline),
+			"the timer waits past the earliest deadline")
+	}
+}
+
+func watched(w *attemptWatch) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.heap)
+}
+
+func TestAttemptWatchHeap(t *testing.T) {
+	var w attemptWatch
+	defer func() {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}()
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Now().Add(time.Hour) // never reached: only fire below ends bounds
+	var live []*attemptBound
+	for round := range 2000 {
+		if len(live) > 0 && rng.IntN(3) == 0 {
+			i := rng.IntN(len(live))
+			w.end(live[i])
+			w.end(live[i]) // twice is harmless
+			require.Zero(t, live[i].pos)
+			live = append(live[:i], live[i+1:]...)
+		} else {
+			b := &attemptBound{deadline: base.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)}
+			_, b.cancel = context.WithCancelCause(context.Background())
+			w.add(b)
+			live = append(live, b)
+		}
+		if round%97 == 0 {
+			checkHeap(t, &w)
+		}
+	}
+	checkHeap(t, &w)
+	require.Equal(t, len(live), watched(&w))
+	for _, b := range live {
+		w.end(b)
+	}
+	require.Zero(t, watched(&w))
+}
+
+func TestAttemptWatchFiresDueBoundsOnly(t *testing.T) {
+	var w attemptWatch
+	defer func() { w.timer.Stop() }()
+	now := time.Now()
+	type entry struct {
+		b   *attemptBound
+		ctx context.Context
+		due bool
+	}
+	var all []entry
+	for i := range 50 {
+		due := i%3 == 0
+		d := time.Hour + time.Duration(i)*time.Second
+		if due {
+			d = -time.Duration(i+1) * time.Millisecond
+		}
+		b := &attemptBound{deadline: now.Add(d)}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		b.cancel = cancel
+		w.add(b)
+		all = append(all, entry{b, ctx, due})
+	}
+	w.fire() // the timer may have fired already: firing again changes nothing
+	for i, e := range all {
+		if e.due {
+			assert.True(t, e.b.expired.Load(), "bound %d", i)
+			assert.ErrorIs(t, context.Cause(e.ctx), context.DeadlineExceeded, "bound %d", i)
+			assert.ErrorIs(t, e.b.timedOut(errors.New("net/http: request canceled")), context.DeadlineExceeded)
+			assert.Zero(t, e.b.pos)
+		} else {
+			assert.False(t, e.b.expired.Load(), "bound %d", i)
+			assert.NoError(t, e.ctx.Err(), "bound %d", i)
+			assert.NotZero(t, e.b.pos)
+		}
+	}
+	checkHeap(t, &w)
+	w.mu.Lock()
+	assert.True(t, w.armed.Equal(now.Add(time.Hour+time.Second)), "re-armed for the earliest left (i=1)")
+	w.mu.Unlock()
+}
+
+// A stalled body (headers sent, then nothing) is bounded too, and the
+// attempt is reported as a timeout and retried with the same key.
+func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n <= 2 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(202)
+			_, _ = w.Write([]byte(`{"id":"gen_`))
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		writeJSON(w, 202, genBody)
+	})
+	var mu sync.Mutex
+	var causes []string
+	c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(30*time.Millisecond), WithAttemptHook(func(a AttemptInfo) {
+		mu.Lock()
+		causes = append(causes, a.Cause)
+		mu.Unlock()
+	}))
+	g, err := c.Generations.Create(context.Background(), testParams)
+	require.NoError(t, err)
+	assert.Equal(t, 3, g.Meta.Attempts)
+	seen := rec.Seen()
+	require.Len(t, seen, 3)
+	assert.Equal(t, seen[0].Key, seen[1].Key)
+	assert.Equal(t, seen[0].Key, seen[2].Key)
+	mu.Lock()
+	assert.Equal(t, []string{"timeout", "timeout", "ok"}, causes)
+	mu.Unlock()
+	assert.Zero(t, watched(&c.watch), "nothing left under watch")
+}
+
+// A caller's deadline that comes first bounds the attempt by itself: no
+// watch, and the call ends as the caller's context says.
+func TestAttemptTimeoutCallerDeadlineFirst(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond)
+	defer cancel()
+	_, err := c.Generations.Create(ctx, testParams)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Equal(t, "context done", re.Reason)
+	assert.Nil(t, c.watch.timer, "the attempt was never watched")
+}
+
+// Canceling the caller's context ends a watched attempt at once and leaves
+// nothing under watch.
+func TestAttemptTimeoutCallerCancel(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	defer close(release)
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	_, err := c.Generations.Create(ctx, testParams)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Len(t, rec.Seen(), 1)
+	assert.Zero(t, watched(&c.watch))
+}
+
+// Calls with different attempt timeouts in flight together each get their
+// own bound.
+func TestAttemptTimeoutManyInFlight(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var mu sync.Mutex
+	firsts := map[string]bool{}
+	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		mu.Lock()
+		first := !firsts[key]
+		firsts[key] = true
+		mu.Unlock()
+		if first { // every call's first attempt is a black hole
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		writeJSON(w, 202, genBody)
+	})
+	c, _ := newTestClient(t, rec.URL)
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := time.Duration(10+5*(i%4)) * time.Millisecond
+			_, errs[i] = c.Generations.Create(context.Background(), testParams, WithAttemptTimeout(d))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		assert.NoError(t, err, "call %d", i)
+	}
+	assert.Len(t, rec.Seen(), 32, "two attempts per call")
+	assert.Zero(t, watched(&c.watch))
+}
