@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 )
 
 // syncFunc makes a file's written bytes durable. It is (*os.File).Sync
@@ -41,6 +42,11 @@ func (j *File) waitDurable(ctx context.Context, seq uint64) error {
 		}
 		if !j.flushing {
 			j.flushing = true
+			// Let callers that are about to append (a wave of calls
+			// returning together) join this commit instead of the next.
+			j.mu.Unlock()
+			runtime.Gosched()
+			j.mu.Lock()
 			if j.writeLocked() == nil && !j.closed {
 				j.maybeCompactLocked()
 			}
