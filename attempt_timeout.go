@@ -11,12 +11,21 @@ import (
 // This file bounds each attempt by WithAttemptTimeout without a timer per
 // attempt. context.WithTimeout per attempt cost 9 allocations and a runtime
 // timer inserted and deleted on every call, most of BenchmarkCreate's gap to
-// a hand-written call (BENCHMARKS.md, section 1). Instead an attempt gets a
-// plain cancelable context, and one timer per Client watches the deadlines
-// of all its attempts in flight, held in a min-heap: adding one is a push
-// that stops at once when deadlines arrive in order (they do when every call
-// has the same attempt timeout), and the timer is re-armed only when a new
-// deadline comes before the one it waits for.
+// a hand-written call (BENCHMARKS.md, section 1). There are three cases:
+//
+//   - The caller's context ends by the attempt's deadline anyway: it bounds
+//     the attempt by itself.
+//   - The caller's context cannot end (context.Background and what is made
+//     from it without a cancel): the attempt shares the context of a window,
+//     one per slice of windowSlices of the timeout, which ends d + d/16 after
+//     the window opened. An attempt that starts in it therefore ends between
+//     d and d + d/16 after its start, and allocates nothing for it.
+//   - Otherwise the attempt gets a plain cancelable context (it must end
+//     with the caller's too), and one timer per Client watches the deadlines
+//     of all such attempts in flight, held in a min-heap: adding one is a
+//     push that stops at once when deadlines arrive in order (they do when
+//     every call has the same attempt timeout), and the timer is re-armed
+//     only when a new deadline comes before the one it waits for.
 
 // attemptWatch is a Client's watch over its attempts' deadlines.
 type attemptWatch struct {
@@ -174,22 +183,106 @@ func (b *attemptBound) timedOut(err error) error {
 	return err
 }
 
-// attemptBody is an attempt's response body: closing it ends the attempt's
-// watch. It lives inside the call's state, so wrapping allocates nothing;
-// net/http and the retry loop close an attempt's body before the next
-// attempt starts.
+// attemptBody is an attempt's response body: its errors say when the
+// attempt's time ran out, and closing it ends a watched attempt's watch.
+// It lives inside the call's state, so wrapping allocates nothing; net/http
+// and the retry loop close an attempt's body before the next attempt starts.
 type attemptBody struct {
 	io.ReadCloser
-	st *callState
+	st  *callState
+	win context.Context // the window's context; nil for a watched attempt
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	return n, b.st.bound.timedOut(err)
+	if err != nil {
+		err = b.st.timedOut(b.win, err)
+	}
+	return n, err
 }
 
 func (b *attemptBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.st.c.watch.end(&b.st.bound)
+	if b.win == nil {
+		b.st.c.watch.end(&b.st.bound)
+	}
 	return err
+}
+
+// timedOut returns the error an attempt failed with: context.DeadlineExceeded
+// when its time ran out (as context.WithTimeout would have said), whatever
+// net/http made of the cancel; err otherwise. win is the attempt's window,
+// nil for a watched attempt.
+func (st *callState) timedOut(win context.Context, err error) error {
+	if win == nil {
+		return st.bound.timedOut(err)
+	}
+	if err != nil && err != io.EOF && win.Err() != nil {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// windowSlices is how many windows an attempt timeout is cut into: an
+// attempt in a window ends at most d/windowSlices later than d after its
+// start.
+const windowSlices = 16
+
+// attemptWindows are a Client's open windows, one per attempt timeout in
+// use.
+type attemptWindows struct {
+	mu   sync.Mutex
+	open map[time.Duration]*attemptWindow
+}
+
+// attemptWindow is the context shared by the attempts that start before
+// until.
+type attemptWindow struct {
+	ctx    context.Context
+	cancel context.CancelFunc // called by the deadline itself; kept for vet
+	until  time.Time
+}
+
+// join returns the context of the window open for attempts of timeout d
+// that start now, opening one if none is.
+func (w *attemptWindows) join(d time.Duration) context.Context {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if win := w.open[d]; win != nil && now.Before(win.until) {
+		return win.ctx
+	}
+	if w.open == nil {
+		w.open = make(map[time.Duration]*attemptWindow)
+	}
+	if len(w.open) >= 16 { // many timeouts in use: forget the closed windows
+		for k, win := range w.open {
+			if !now.Before(win.until) {
+				delete(w.open, k)
+			}
+		}
+	}
+	slice := d / windowSlices
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(d+slice))
+	w.open[d] = &attemptWindow{ctx: ctx, cancel: cancel, until: now.Add(slice)}
+	return ctx
+}
+
+// windowCtx is an attempt's context in a window: the caller's values, and
+// the window's end. net/http registers its request context with the
+// window's (Value finds it first), so the attempt allocates no context.
+type windowCtx struct {
+	win    context.Context
+	caller context.Context // one that cannot end
+}
+
+func (c *windowCtx) Deadline() (time.Time, bool) { return c.win.Deadline() }
+func (c *windowCtx) Done() <-chan struct{}       { return c.win.Done() }
+func (c *windowCtx) Err() error                  { return c.win.Err() }
+
+func (c *windowCtx) Value(key any) any {
+	if v := c.win.Value(key); v != nil {
+		return v
+	}
+	return c.caller.Value(key)
 }

@@ -99,6 +99,11 @@ func TestAttemptWatchFiresDueBoundsOnly(t *testing.T) {
 	for i, e := range all {
 		if e.due {
 			assert.True(t, e.b.expired.Load(), "bound %d", i)
+			select { // the timer's own fire may still be canceling
+			case <-e.ctx.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("bound %d was not canceled", i)
+			}
 			assert.ErrorIs(t, context.Cause(e.ctx), context.DeadlineExceeded, "bound %d", i)
 			assert.ErrorIs(t, e.b.timedOut(errors.New("net/http: request canceled")), context.DeadlineExceeded)
 			assert.Zero(t, e.b.pos)
@@ -114,43 +119,116 @@ func TestAttemptWatchFiresDueBoundsOnly(t *testing.T) {
 	w.mu.Unlock()
 }
 
+// callerContexts are the two kinds of caller context without a deadline:
+// one that cannot end (its attempts share a window's context) and one that
+// can (its attempts are watched).
+var callerContexts = []struct {
+	name string
+	make func() (context.Context, context.CancelFunc)
+}{
+	{"background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
+	{"cancelable", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
+}
+
 // A stalled body (headers sent, then nothing) is bounded too, and the
 // attempt is reported as a timeout and retried with the same key.
 func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
-	release := make(chan struct{})
-	defer close(release)
-	rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if n <= 2 {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(202)
-			_, _ = w.Write([]byte(`{"id":"gen_`))
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-			case <-release:
-			}
-			return
-		}
-		writeJSON(w, 202, genBody)
-	})
-	var mu sync.Mutex
-	var causes []string
-	c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(30*time.Millisecond), WithAttemptHook(func(a AttemptInfo) {
-		mu.Lock()
-		causes = append(causes, a.Cause)
-		mu.Unlock()
-	}))
-	g, err := c.Generations.Create(context.Background(), testParams)
-	require.NoError(t, err)
-	assert.Equal(t, 3, g.Meta.Attempts)
-	seen := rec.Seen()
-	require.Len(t, seen, 3)
-	assert.Equal(t, seen[0].Key, seen[1].Key)
-	assert.Equal(t, seen[0].Key, seen[2].Key)
-	mu.Lock()
-	assert.Equal(t, []string{"timeout", "timeout", "ok"}, causes)
-	mu.Unlock()
-	assert.Zero(t, watched(&c.watch), "nothing left under watch")
+	for _, cc := range callerContexts {
+		t.Run(cc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n <= 2 {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(202)
+					_, _ = w.Write([]byte(`{"id":"gen_`))
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+					case <-release:
+					}
+					return
+				}
+				writeJSON(w, 202, genBody)
+			})
+			var mu sync.Mutex
+			var causes []string
+			c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(30*time.Millisecond), WithAttemptHook(func(a AttemptInfo) {
+				mu.Lock()
+				causes = append(causes, a.Cause)
+				mu.Unlock()
+			}))
+			ctx, cancel := cc.make()
+			defer cancel()
+			start := time.Now()
+			g, err := c.Generations.Create(ctx, testParams)
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, time.Since(start), 60*time.Millisecond, "each stalled attempt ran its 30 ms")
+			assert.Equal(t, 3, g.Meta.Attempts)
+			seen := rec.Seen()
+			require.Len(t, seen, 3)
+			assert.Equal(t, seen[0].Key, seen[1].Key)
+			assert.Equal(t, seen[0].Key, seen[2].Key)
+			mu.Lock()
+			assert.Equal(t, []string{"timeout", "timeout", "ok"}, causes)
+			mu.Unlock()
+			assert.Zero(t, watched(&c.watch), "nothing left under watch")
+		})
+	}
+}
+
+// Attempts that start within one slice of the timeout share a window's
+// context, which ends between d and d + d/16 after each one's start.
+func TestAttemptWindows(t *testing.T) {
+	var w attemptWindows
+	const d = 160 * time.Millisecond
+	start := time.Now()
+	a := w.join(d)
+	b := w.join(d)
+	require.True(t, a == b, "two attempts at once share a window")
+	dl, ok := a.Deadline()
+	require.True(t, ok)
+	assert.False(t, dl.Before(start.Add(d)), "no attempt is cut before d")
+	assert.False(t, dl.After(time.Now().Add(d+d/windowSlices)), "nor kept past d + d/16")
+	other := w.join(2 * d)
+	assert.True(t, a != other, "another timeout, another window")
+	time.Sleep(d/windowSlices + time.Millisecond)
+	c := w.join(d)
+	assert.True(t, a != c, "a window closes after its slice")
+	dl, _ = c.Deadline()
+	assert.False(t, dl.Before(time.Now().Add(d-time.Millisecond)))
+	<-a.Done()
+	assert.ErrorIs(t, context.Cause(a), context.DeadlineExceeded)
+	assert.NoError(t, c.Err(), "the later window is still open")
+
+	// Many timeouts in use: closed windows are forgotten.
+	for i := range 40 {
+		w.join(time.Duration(i+1) * time.Millisecond)
+	}
+	time.Sleep(3 * time.Millisecond)
+	w.join(time.Hour)
+	w.mu.Lock()
+	assert.Less(t, len(w.open), 40)
+	w.mu.Unlock()
+}
+
+// windowCtx carries the caller's values, and net/http's request context
+// registers with the window's: canceling the window ends the attempt.
+func TestWindowCtx(t *testing.T) {
+	type key struct{}
+	caller := context.WithValue(context.Background(), key{}, "v")
+	win, cancel := context.WithCancelCause(context.Background())
+	c := &windowCtx{win: win, caller: caller}
+	assert.Equal(t, "v", c.Value(key{}))
+	child, stop := context.WithCancel(c)
+	defer stop()
+	cancel(context.DeadlineExceeded)
+	select {
+	case <-child.Done():
+	case <-time.After(time.Second):
+		t.Fatal("the child did not end with the window")
+	}
+	assert.ErrorIs(t, context.Cause(child), context.DeadlineExceeded)
 }
 
 // A caller's deadline that comes first bounds the attempt by itself: no
@@ -231,7 +309,9 @@ func TestAttemptTimeoutManyInFlight(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			d := time.Duration(10+5*(i%4)) * time.Millisecond
-			_, errs[i] = c.Generations.Create(context.Background(), testParams, WithAttemptTimeout(d))
+			ctx, cancel := callerContexts[i%2].make()
+			defer cancel()
+			_, errs[i] = c.Generations.Create(ctx, testParams, WithAttemptTimeout(d))
 		}()
 	}
 	wg.Wait()

@@ -41,18 +41,19 @@ type Client struct {
 	// Generations is the generations endpoint group.
 	Generations *GenerationsService
 
-	apiKey string
-	s      settings
-	root   string            // the base URL, as a string
-	urls   map[string]string // root + path for the typed methods' paths
-	watch  attemptWatch      // bounds attempts by WithAttemptTimeout
-	fixed  http.Header       // headers every request carries; values shared, never mutated
-	hc     *http.Client      // over the shared transport, wrapped
-	base   http.RoundTripper // the transport Close releases
-	budget *retryBudget
-	pacer  *pacer      // nil without WithRateLimit
-	slots  inFlight    // nil without WithMaxInFlight
-	spend  *spendGuard // nil without WithSpendLimit
+	apiKey  string
+	s       settings
+	root    string            // the base URL, as a string
+	urls    map[string]string // root + path for the typed methods' paths
+	watch   attemptWatch      // bounds attempts by WithAttemptTimeout (attempt_timeout.go)
+	windows attemptWindows    // the same, for callers whose context cannot end
+	fixed   http.Header       // headers every request carries; values shared, never mutated
+	hc      *http.Client      // over the shared transport, wrapped
+	base    http.RoundTripper // the transport Close releases
+	budget  *retryBudget
+	pacer   *pacer      // nil without WithRateLimit
+	slots   inFlight    // nil without WithMaxInFlight
+	spend   *spendGuard // nil without WithSpendLimit
 	// waiters holds the Waits in progress and recent events, for Notify.
 	waiters *waiters
 }
@@ -512,6 +513,22 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	}
 	st.bound.expired.Store(false)
+	if ctx.Done() == nil {
+		// A context that cannot end: the attempt joins a window.
+		win := st.c.windows.join(st.s.attemptTO)
+		wctx := &st.wctx
+		if st.wctx.win != nil { // a later attempt: the first one's may still be referred to
+			wctx = new(windowCtx)
+		}
+		*wctx = windowCtx{win: win, caller: ctx}
+		resp, err := st.sent(t.base.RoundTrip(onWire(req, wctx, h)))
+		if err != nil {
+			return nil, st.timedOut(win, err)
+		}
+		st.abody = attemptBody{ReadCloser: resp.Body, st: st, win: win}
+		resp.Body = &st.abody
+		return resp, nil
+	}
 	actx, watched := st.c.watch.bound(ctx, &st.bound, st.s.attemptTO)
 	resp, err := st.sent(t.base.RoundTrip(onWire(req, actx, h)))
 	if !watched {

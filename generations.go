@@ -323,13 +323,17 @@ func (c *Client) Account(ctx context.Context, opts ...RequestOption) (*Account, 
 
 func decodeGeneration(resp *response) (*Generation, error) {
 	g := &Generation{}
-	// Decode without Generation.UnmarshalJSON (which would scan the body
-	// twice); fall back to it only for an unreadable created_at.
-	type plain Generation
-	if err := json.Unmarshal(resp.body, (*plain)(g)); err != nil || len(resp.body) == 0 {
+	// The usual answer without reflection (generation_decode.go); else
+	// encoding/json without Generation.UnmarshalJSON (which would scan the
+	// body twice), falling back to it only for an unreadable created_at.
+	if !decodeGenerationFast(resp.body, g) {
 		*g = Generation{}
-		if err := decodeBody(resp, g); err != nil {
-			return nil, err
+		type plain Generation
+		if err := json.Unmarshal(resp.body, (*plain)(g)); err != nil || len(resp.body) == 0 {
+			*g = Generation{}
+			if err := decodeBody(resp, g); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if g.ID == "" {

@@ -102,6 +102,7 @@ type callState struct {
 	// its requests carry, its attempt's watch and body, and its answer.
 	cc    callCtx
 	bound attemptBound
+	wctx  windowCtx
 	abody attemptBody
 	out   response
 }
