@@ -292,9 +292,8 @@ func (d *fastDecoder) status(s *GenerationStatus) bool {
 	return true
 }
 
-// number reads a JSON number and returns its text, and whether it has a
-// fraction or an exponent.
-func (d *fastDecoder) number() (text []byte, frac bool, ok bool) {
+// number reads a JSON number and returns its text.
+func (d *fastDecoder) number() (text []byte, ok bool) {
 	b, i := d.b, d.i
 	if i < len(b) && b[i] == '-' {
 		i++
@@ -307,26 +306,24 @@ func (d *fastDecoder) number() (text []byte, frac bool, ok bool) {
 			i++
 		}
 	default:
-		return nil, false, false
+		return nil, false
 	}
 	if i < len(b) && b[i] == '.' {
-		frac = true
 		i++
 		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return nil, false, false
+			return nil, false
 		}
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
 		}
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		frac = true
 		i++
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
 		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return nil, false, false
+			return nil, false
 		}
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
@@ -334,18 +331,19 @@ func (d *fastDecoder) number() (text []byte, frac bool, ok bool) {
 	}
 	text = b[d.i:i]
 	d.i = i
-	return text, frac, true
+	return text, true
 }
 
 // integer reads an integer of the given bit size into n; set says whether
 // it stored one (null stores nothing). A fraction, an exponent or an
-// overflow is refused, as encoding/json refuses them for an int field.
+// overflow is refused (by ParseInt), as encoding/json refuses them for an
+// int field.
 func (d *fastDecoder) integer(n *int64, bits int) (ok, set bool) {
 	if d.null() {
 		return true, false
 	}
-	text, frac, ok := d.number()
-	if !ok || frac {
+	text, ok := d.number()
+	if !ok {
 		return false, false
 	}
 	v, err := strconv.ParseInt(string(text), 10, bits)
@@ -361,7 +359,7 @@ func (d *fastDecoder) float(f *float64) bool {
 	if d.null() {
 		return true
 	}
-	text, _, ok := d.number()
+	text, ok := d.number()
 	if !ok {
 		return false
 	}
@@ -417,7 +415,7 @@ func (d *fastDecoder) skip() bool {
 	case c == 'n':
 		return d.literal("null")
 	default:
-		_, _, ok := d.number()
+		_, ok := d.number()
 		return ok
 	}
 }

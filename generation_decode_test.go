@@ -60,6 +60,7 @@ var decodeCases = []struct {
 	{"unicode prompt", `{"id":"gen_6","prompt":"一只在雪中奔跑的红狐狸 🦊"}`, true},
 	{"white space", " \n\t{ \"id\" : \"gen_7\" , \"cost\" : 1e2 }\r\n", true},
 	{"duplicates", `{"id":"a","id":"b","output":{"url":"u"},"output":{"size":3}}`, true},
+	{"null after a value", `{"id":"a","model":"m","model":null,"cost":2,"cost":null}`, true},
 	{"output then null", `{"id":"a","output":{"url":"u"},"output":null}`, true},
 	{"empty output", `{"id":"a","output":{}}`, true},
 	{"unknown status", `{"id":"a","status":"paused"}`, true},

@@ -190,7 +190,10 @@ func WithMaxRetryAfter(d time.Duration) Option {
 
 // WithAttemptTimeout bounds one attempt, body included (default 60 s; 0
 // means no bound but the context's). A timed-out attempt is retried with the
-// same key; the context still bounds the whole call.
+// same key; the context still bounds the whole call. An attempt ends d after
+// it started, or up to d/16 later when the call's context is one that cannot
+// end (context.Background): such attempts share one timer per slice of
+// time instead of one each.
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(s *settings) error {
 		if d < 0 {
