@@ -39,12 +39,16 @@ var benchParams = &safegen.GenerationCreateParams{Model: "veo-3-1-fast", Prompt:
 // benchCreates runs creates through a Client made with opts until the
 // benchmark is done.
 func benchCreates(b *testing.B, opts ...safegen.Option) {
+	benchCreatesCtx(b, context.Background(), opts...)
+}
+
+// benchCreatesCtx is benchCreates under ctx.
+func benchCreatesCtx(b *testing.B, ctx context.Context, opts ...safegen.Option) {
 	c, err := safegen.NewClient("sk_bench", opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.Generations.Create(ctx, benchParams); err != nil {
@@ -76,6 +80,15 @@ func BenchmarkCreate(b *testing.B) {
 	// costs on the happy path.
 	b.Run("impl=safegen-noattempttimeout", func(b *testing.B) {
 		benchCreates(b, safegen.WithBaseURL(srv.URL), safegen.WithAttemptTimeout(0))
+	})
+
+	// Under a context that can be canceled (a service's request context):
+	// each attempt then has a context of its own, watched by the Client's
+	// timer (attempt_timeout.go).
+	b.Run("impl=safegen-cancelablectx", func(b *testing.B) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		benchCreatesCtx(b, cctx, safegen.WithBaseURL(srv.URL))
 	})
 
 	b.Run("impl=hand", func(b *testing.B) {
@@ -259,6 +272,15 @@ func BenchmarkCreateCPU(b *testing.B) {
 			safegen.WithObserver(safegen.NopObserver{}))
 	})
 	hdr := sdkHeaders(b)
+	b.Run("impl=bare", func(b *testing.B) {
+		hc := &http.Client{Transport: memTransport{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := barePost(ctx, hc, "http://127.0.0.1:1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("impl=hand", func(b *testing.B) {
 		hc := &http.Client{Transport: memTransport{}}
 		b.ReportAllocs()
