@@ -491,3 +491,46 @@ func (d *fastDecoder) skipString() bool {
 	}
 	return false
 }
+
+// decodeCharge reads the top-level "id" and "cost" of an answer as
+// encoding/json reads them into struct{ ID string; Cost *float64 } (the
+// spend guard settles a call with them), and reports whether it could;
+// when it could not, the caller asks encoding/json.
+func decodeCharge(b []byte) (id string, cost float64, hasCost, ok bool) {
+	d := fastDecoder{b: b}
+	if !d.consume('{') {
+		return "", 0, false, false
+	}
+	for first := true; ; first = false {
+		key, end, ok := d.member(first)
+		if !ok {
+			return "", 0, false, false
+		}
+		if end {
+			break
+		}
+		switch string(key) {
+		case "id":
+			ok = d.str(&id)
+		case "cost":
+			if d.null() { // a null pointer, as encoding/json leaves it
+				cost, hasCost = 0, false
+				continue
+			}
+			ok = d.float(&cost)
+			hasCost = hasCost || ok
+		default:
+			ok = d.unknown(key, chargeKeys)
+		}
+		if !ok {
+			return "", 0, false, false
+		}
+	}
+	d.ws()
+	if d.i != len(d.b) {
+		return "", 0, false, false
+	}
+	return id, cost, hasCost, true
+}
+
+var chargeKeys = []string{"id", "cost"}

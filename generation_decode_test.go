@@ -143,6 +143,7 @@ func FuzzDecodeGenerationFast(f *testing.F) {
 		f.Add([]byte(tc.body))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkCharge(t, b)
 		var g Generation
 		if !decodeGenerationFast(b, &g) {
 			return
@@ -155,4 +156,51 @@ func FuzzDecodeGenerationFast(f *testing.F) {
 			t.Fatalf("%q:\nfast %+v\nwant %+v", b, g, want)
 		}
 	})
+}
+
+// checkCharge fails when decodeCharge takes b and reads it otherwise than
+// encoding/json.
+func checkCharge(t *testing.T, b []byte) {
+	t.Helper()
+	id, cost, hasCost, ok := decodeCharge(b)
+	if !ok {
+		return
+	}
+	var v struct {
+		ID   string   `json:"id"`
+		Cost *float64 `json:"cost"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decodeCharge took %q, which encoding/json refuses: %v", b, err)
+	}
+	if id != v.ID || hasCost != (v.Cost != nil) || (hasCost && cost != *v.Cost) {
+		t.Fatalf("%q: decodeCharge %q %v %v, encoding/json %q %v", b, id, cost, hasCost, v.ID, v.Cost)
+	}
+}
+
+func TestDecodeCharge(t *testing.T) {
+	for _, tc := range []struct {
+		body    string
+		id      string
+		cost    float64
+		hasCost bool
+		fast    bool
+	}{
+		{`{"id":"gen_1","status":"queued","cost":12,"output":{"url":"u"}}`, "gen_1", 12, true, true},
+		{`{"id":"gen_1"}`, "gen_1", 0, false, true},
+		{`{"id":"gen_1","cost":0}`, "gen_1", 0, true, true},
+		{`{"cost":3,"cost":null}`, "", 0, false, true},
+		{`{"cost":null,"cost":3}`, "", 3, true, true},
+		{`{"Cost":3}`, "", 0, false, false},
+		{`{"id":5}`, "", 0, false, false},
+		{`{"cost":"3"}`, "", 0, false, false},
+		{``, "", 0, false, false},
+		{`[]`, "", 0, false, false},
+	} {
+		id, cost, hasCost, ok := decodeCharge([]byte(tc.body))
+		if ok != tc.fast || id != tc.id || cost != tc.cost || hasCost != tc.hasCost {
+			t.Errorf("%s: got %q %v %v %v, want %q %v %v %v", tc.body, id, cost, hasCost, ok, tc.id, tc.cost, tc.hasCost, tc.fast)
+		}
+		checkCharge(t, []byte(tc.body))
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +53,8 @@ type spendGuard struct {
 	book      spendBook
 	estimates boundedMap[float64] // model, duration and input → price
 	genKeys   boundedMap[string]  // generation id → idempotency key, for refunds
-	last      atomic.Pointer[SpendReport]
+	lastMu    sync.Mutex
+	last      SpendReport // the latest report, for Spend when the book cannot be read
 }
 
 func newSpendGuard(s *settings) *spendGuard {
@@ -68,7 +68,6 @@ func newSpendGuard(s *settings) *spendGuard {
 	} else {
 		g.book = &memBook{settled: boundedMap[struct{}]{max: recentKeys}}
 	}
-	g.last.Store(&SpendReport{})
 	return g
 }
 
@@ -130,17 +129,13 @@ func (g *spendGuard) settle(ctx context.Context, s *settings, key string, out *r
 	charged := 0.0
 	switch {
 	case apiErr == nil:
-		var v struct {
-			ID   string   `json:"id"`
-			Cost *float64 `json:"cost"`
-		}
 		charged = price
-		if json.Unmarshal(out.body, &v) == nil {
-			if v.Cost != nil {
-				charged = *v.Cost
+		if id, cost, hasCost, ok := readCharge(out.body); ok {
+			if hasCost {
+				charged = cost
 			}
-			if v.ID != "" {
-				g.genKeys.store(v.ID, key)
+			if id != "" {
+				g.genKeys.store(id, key)
 			}
 		}
 	case errors.Is(apiErr, ErrIdempotencyKeyReuse):
@@ -160,7 +155,10 @@ func (g *spendGuard) refund(ctx context.Context, s *settings, gen *Generation) {
 }
 
 func (g *spendGuard) book1(ctx context.Context, s *settings, key string, charged float64) {
-	rep, err := g.book.Settle(context.WithoutCancel(ctx), key, charged)
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx) // a settlement is not the caller's to cut short
+	}
+	rep, err := g.book.Settle(ctx, key, charged)
 	if err != nil {
 		s.logger.Warn("safegen: journal: spend not settled; its reservation stays counted until a later settle",
 			"idempotency_key", key, "error", err.Error())
@@ -172,7 +170,9 @@ func (g *spendGuard) book1(ctx context.Context, s *settings, key string, charged
 // remember keeps the latest report and tells the observer.
 func (g *spendGuard) remember(ctx context.Context, rep SpendReport) {
 	rep.Limit = g.limit
-	g.last.Store(&rep)
+	g.lastMu.Lock()
+	g.last = rep
+	g.lastMu.Unlock()
 	if g.observer != nil {
 		g.observer.SpendChange(ctx, SpendEvent(rep))
 	}
@@ -193,7 +193,9 @@ func (c *Client) Spend() SpendReport {
 	defer cancel()
 	rep, err := g.book.Spend(ctx)
 	if err != nil {
-		return *g.last.Load()
+		g.lastMu.Lock()
+		defer g.lastMu.Unlock()
+		return g.last
 	}
 	rep.Limit = g.limit
 	return rep
@@ -236,4 +238,23 @@ func (b *boundedMap[V]) store(k string, v V) (forgot string, ok bool) {
 	b.next = (b.next + 1) % b.max
 	delete(b.m, forgot)
 	return forgot, true
+}
+
+// readCharge reads an answer's id and cost (decodeCharge, else
+// encoding/json); ok is false for a body that is not such an object.
+func readCharge(body []byte) (id string, cost float64, hasCost, ok bool) {
+	if id, cost, hasCost, ok = decodeCharge(body); ok {
+		return id, cost, hasCost, true
+	}
+	var v struct {
+		ID   string   `json:"id"`
+		Cost *float64 `json:"cost"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return "", 0, false, false
+	}
+	if v.Cost != nil {
+		cost, hasCost = *v.Cost, true
+	}
+	return v.ID, cost, hasCost, true
 }
