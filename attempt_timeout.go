@@ -54,16 +54,15 @@ func (w *attemptWatch) bound(ctx context.Context, b *attemptBound, d time.Durati
 		return ctx, false
 	}
 	actx, cancel := context.WithCancelCause(ctx)
-	b.cancel = cancel
-	b.deadline = deadline
-	w.add(b)
+	w.add(b, deadline, cancel)
 	return actx, true
 }
 
-// add watches b.
-func (w *attemptWatch) add(b *attemptBound) {
+// add watches b until deadline, when cancel ends it.
+func (w *attemptWatch) add(b *attemptBound, deadline time.Time, cancel context.CancelCauseFunc) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	b.deadline, b.cancel = deadline, cancel
 	b.expired.Store(false)
 	w.heap = append(w.heap, b)
 	b.pos = len(w.heap)

@@ -56,9 +56,9 @@ func TestAttemptWatchHeap(t *testing.T) {
 			require.Zero(t, live[i].pos)
 			live = append(live[:i], live[i+1:]...)
 		} else {
-			b := &attemptBound{deadline: base.Add(time.Duration(rng.IntN(5000)) * time.Millisecond)}
-			_, b.cancel = context.WithCancelCause(context.Background())
-			w.add(b)
+			b := new(attemptBound)
+			_, cancel := context.WithCancelCause(context.Background())
+			w.add(b, base.Add(time.Duration(rng.IntN(5000))*time.Millisecond), cancel)
 			live = append(live, b)
 		}
 		if round%97 == 0 {
@@ -89,10 +89,9 @@ func TestAttemptWatchFiresDueBoundsOnly(t *testing.T) {
 		if due {
 			d = -time.Duration(i+1) * time.Millisecond
 		}
-		b := &attemptBound{deadline: now.Add(d)}
+		b := new(attemptBound)
 		ctx, cancel := context.WithCancelCause(context.Background())
-		b.cancel = cancel
-		w.add(b)
+		w.add(b, now.Add(d), cancel)
 		all = append(all, entry{b, ctx, due})
 	}
 	w.fire() // the timer may have fired already: firing again changes nothing
