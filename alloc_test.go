@@ -43,3 +43,45 @@ func TestCreateAllocations(t *testing.T) {
 		t.Errorf("Create allocates %.0f, more than the hand-written call's %.0f + %d", sdk, hand, maxExtraAllocs)
 	}
 }
+
+// TestCreateAllocationsLoopback is the same guard over a real connection
+// to a local server (whose allocations, the same for both calls since they
+// send the same bytes, count too), for a caller context that cannot end and
+// for one that can (each attempt then has a context of its own).
+func TestCreateAllocationsLoopback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	srv := benchServer(t)
+	hdr := sdkHeaders(t)
+	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	defer hc.CloseIdleConnections()
+	hand := testing.AllocsPerRun(200, func() {
+		if _, err := handCreateHeaders(context.Background(), hc, srv.URL, hdr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	cancelable, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+	}{{"background", context.Background()}, {"cancelable", cancelable}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := safegen.NewClient("sk_bench", safegen.WithBaseURL(srv.URL))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sdk := testing.AllocsPerRun(200, func() {
+				if _, err := c.Generations.Create(tc.ctx, benchParams); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Logf("Create: %.0f allocations, hand-written: %.0f", sdk, hand)
+			if sdk > hand+maxExtraAllocs {
+				t.Errorf("Create allocates %.0f, more than the hand-written call's %.0f + %d", sdk, hand, maxExtraAllocs)
+			}
+		})
+	}
+}

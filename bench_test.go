@@ -20,7 +20,7 @@ import (
 
 // benchServer answers every create with a fixed 202 generation, as cheaply
 // as a server can, so the benchmarks measure the client.
-func benchServer(b *testing.B) *httptest.Server {
+func benchServer(b testing.TB) *httptest.Server {
 	body := []byte(`{"id":"gen_1","request_id":"req_1","status":"queued","model":"veo-3-1-fast","cost":12,"created_at":"2026-01-02T03:04:05Z"}`)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
