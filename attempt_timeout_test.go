@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -319,4 +320,79 @@ func TestAttemptTimeoutManyInFlight(t *testing.T) {
 	}
 	assert.Len(t, rec.Seen(), 32, "two attempts per call")
 	assert.Zero(t, watched(&c.watch))
+}
+
+// Over HTTP/2 (one connection, streams multiplexed) a stalled attempt is
+// cut too, under both kinds of caller context, and the calls that share its
+// connection go on.
+func TestAttemptTimeoutHTTP2(t *testing.T) {
+	for _, cc := range callerContexts {
+		t.Run(cc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			var mu sync.Mutex
+			var protos []string
+			stalled := map[string]bool{}
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				key := r.Header.Get("Idempotency-Key")
+				mu.Lock()
+				protos = append(protos, r.Proto)
+				first := !stalled[key]
+				stalled[key] = true
+				mu.Unlock()
+				if first && r.Header.Get("X-Stall") != "" {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(202)
+					_, _ = w.Write([]byte(`{"id":"gen_`))
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+					case <-release:
+					}
+					return
+				}
+				writeJSON(w, 202, genBody)
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			defer srv.Close()
+			c, err := NewClient(testAPIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()),
+				WithAttemptTimeout(50*time.Millisecond), WithBackoff(time.Millisecond, 2, 2*time.Millisecond))
+			require.NoError(t, err)
+			defer c.Close()
+			ctx, cancel := cc.make()
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make([]error, 8)
+			attempts := make([]int, 8)
+			for i := range errs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var opts []Option
+					if i%2 == 0 {
+						opts = append(opts, WithHeader("X-Stall", "1"))
+					}
+					g, err := c.Generations.Create(ctx, testParams, opts...)
+					errs[i] = err
+					if err == nil {
+						attempts[i] = g.Meta.Attempts
+					}
+				}()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				require.NoError(t, err, "call %d", i)
+				want := 1
+				if i%2 == 0 {
+					want = 2 // the stalled attempt was cut and retried
+				}
+				assert.Equal(t, want, attempts[i], "call %d", i)
+			}
+			mu.Lock()
+			assert.Contains(t, protos, "HTTP/2.0")
+			mu.Unlock()
+			assert.Zero(t, watched(&c.watch))
+		})
+	}
 }
