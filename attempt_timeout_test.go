@@ -153,7 +153,7 @@ func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
 			})
 			var mu sync.Mutex
 			var causes []string
-			c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(30*time.Millisecond), WithAttemptHook(func(a AttemptInfo) {
+			c, _ := newTestClient(t, rec.URL, WithAttemptTimeout(100*time.Millisecond), WithAttemptHook(func(a AttemptInfo) {
 				mu.Lock()
 				causes = append(causes, a.Cause)
 				mu.Unlock()
@@ -163,7 +163,7 @@ func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
 			start := time.Now()
 			g, err := c.Generations.Create(ctx, testParams)
 			require.NoError(t, err)
-			assert.GreaterOrEqual(t, time.Since(start), 60*time.Millisecond, "each stalled attempt ran its 30 ms")
+			assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "each stalled attempt ran its 100 ms")
 			assert.Equal(t, 3, g.Meta.Attempts)
 			seen := rec.Seen()
 			require.Len(t, seen, 3)
@@ -308,7 +308,7 @@ func TestAttemptTimeoutManyInFlight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := time.Duration(10+5*(i%4)) * time.Millisecond
+			d := time.Duration(100+25*(i%4)) * time.Millisecond
 			ctx, cancel := callerContexts[i%2].make()
 			defer cancel()
 			_, errs[i] = c.Generations.Create(ctx, testParams, WithAttemptTimeout(d))
@@ -357,7 +357,7 @@ func TestAttemptTimeoutHTTP2(t *testing.T) {
 			srv.StartTLS()
 			defer srv.Close()
 			c, err := NewClient(testAPIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()),
-				WithAttemptTimeout(50*time.Millisecond), WithBackoff(time.Millisecond, 2, 2*time.Millisecond))
+				WithAttemptTimeout(250*time.Millisecond), WithBackoff(time.Millisecond, 2, 2*time.Millisecond))
 			require.NoError(t, err)
 			defer c.Close()
 			ctx, cancel := cc.make()
