@@ -139,14 +139,7 @@ func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
 			defer close(release)
 			rec := newRecorder(t, func(n int, w http.ResponseWriter, r *http.Request) {
 				if n <= 2 {
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(202)
-					_, _ = w.Write([]byte(`{"id":"gen_`))
-					w.(http.Flusher).Flush()
-					select {
-					case <-r.Context().Done():
-					case <-release:
-					}
+					stall(w, r, release)
 					return
 				}
 				writeJSON(w, 202, genBody)
@@ -174,6 +167,19 @@ func TestAttemptTimeoutBoundsAStalledBody(t *testing.T) {
 			mu.Unlock()
 			assert.Zero(t, watched(&c.watch), "nothing left under watch")
 		})
+	}
+}
+
+// stall answers 202 and the start of a body, then nothing more until the
+// client gives up or release is closed.
+func stall(w http.ResponseWriter, r *http.Request, release <-chan struct{}) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, _ = w.Write([]byte(`{"id":"gen_`))
+	w.(http.Flusher).Flush()
+	select {
+	case <-r.Context().Done():
+	case <-release:
 	}
 }
 
@@ -341,14 +347,7 @@ func TestAttemptTimeoutHTTP2(t *testing.T) {
 				stalled[key] = true
 				mu.Unlock()
 				if first && r.Header.Get("X-Stall") != "" {
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(202)
-					_, _ = w.Write([]byte(`{"id":"gen_`))
-					w.(http.Flusher).Flush()
-					select {
-					case <-r.Context().Done():
-					case <-release:
-					}
+					stall(w, r, release)
 					return
 				}
 				writeJSON(w, 202, genBody)
