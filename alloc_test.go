@@ -38,6 +38,13 @@ func TestCreateAllocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	checkAllocs(t, sdk, hand)
+}
+
+// checkAllocs fails when sdk allocations are more than hand's +
+// maxExtraAllocs.
+func checkAllocs(t *testing.T, sdk, hand float64) {
+	t.Helper()
 	t.Logf("Create: %.0f allocations, hand-written: %.0f", sdk, hand)
 	if sdk > hand+maxExtraAllocs {
 		t.Errorf("Create allocates %.0f, more than the hand-written call's %.0f + %d", sdk, hand, maxExtraAllocs)
@@ -78,10 +85,7 @@ func TestCreateAllocationsLoopback(t *testing.T) {
 					t.Fatal(err)
 				}
 			})
-			t.Logf("Create: %.0f allocations, hand-written: %.0f", sdk, hand)
-			if sdk > hand+maxExtraAllocs {
-				t.Errorf("Create allocates %.0f, more than the hand-written call's %.0f + %d", sdk, hand, maxExtraAllocs)
-			}
+			checkAllocs(t, sdk, hand)
 		})
 	}
 }

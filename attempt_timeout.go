@@ -1,6 +1,7 @@
 package safegen
 
 import (
+	"container/heap"
 	"context"
 	"io"
 	"sync"
@@ -30,9 +31,9 @@ import (
 // attemptWatch is a Client's watch over its attempts' deadlines.
 type attemptWatch struct {
 	mu    sync.Mutex
-	heap  []*attemptBound // ordered by deadline, earliest first
-	timer *time.Timer     // fires at armed; nil until the first attempt
-	armed time.Time       // zero when the timer is not set
+	heap  boundHeap   // ordered by deadline, earliest first
+	timer *time.Timer // fires at armed; nil until the first attempt
+	armed time.Time   // zero when the timer is not set
 }
 
 // attemptBound is one attempt under watch. It lives inside the call's
@@ -64,9 +65,7 @@ func (w *attemptWatch) add(b *attemptBound, deadline time.Time, cancel context.C
 	defer w.mu.Unlock()
 	b.deadline, b.cancel = deadline, cancel
 	b.expired.Store(false)
-	w.heap = append(w.heap, b)
-	b.pos = len(w.heap)
-	w.up(b.pos - 1)
+	heap.Push(&w.heap, b)
 	if w.armed.IsZero() || b.deadline.Before(w.armed) {
 		w.arm(b.deadline)
 	}
@@ -77,7 +76,7 @@ func (w *attemptWatch) add(b *attemptBound, deadline time.Time, cancel context.C
 func (w *attemptWatch) end(b *attemptBound) {
 	w.mu.Lock()
 	if b.pos > 0 {
-		w.remove(b.pos - 1)
+		heap.Remove(&w.heap, b.pos-1)
 	}
 	cancel := b.cancel
 	b.cancel = nil
@@ -94,8 +93,7 @@ func (w *attemptWatch) fire() {
 	now := time.Now()
 	w.armed = time.Time{}
 	for len(w.heap) > 0 && !w.heap[0].deadline.After(now) {
-		b := w.heap[0]
-		w.remove(0)
+		b := heap.Pop(&w.heap).(*attemptBound)
 		b.expired.Store(true)
 		if b.cancel != nil {
 			due = append(due, b.cancel)
@@ -122,54 +120,31 @@ func (w *attemptWatch) arm(t time.Time) {
 	w.timer.Reset(d)
 }
 
-// remove takes the bound at i out of the heap; w.mu is held.
-func (w *attemptWatch) remove(i int) {
-	h := w.heap
-	last := len(h) - 1
-	h[i].pos = 0
-	if i != last {
-		h[i] = h[last]
-		h[i].pos = i + 1
-	}
-	h[last] = nil
-	w.heap = h[:last]
-	if i != last {
-		w.down(i)
-		w.up(i)
-	}
+// boundHeap orders a watch's bounds for container/heap, keeping each
+// one's pos.
+type boundHeap []*attemptBound
+
+func (h boundHeap) Len() int           { return len(h) }
+func (h boundHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+
+func (h boundHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].pos, h[j].pos = i+1, j+1
 }
 
-func (w *attemptWatch) up(i int) {
-	h := w.heap
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].deadline.Before(h[p].deadline) {
-			return
-		}
-		h[i], h[p] = h[p], h[i]
-		h[i].pos, h[p].pos = i+1, p+1
-		i = p
-	}
+func (h *boundHeap) Push(x any) {
+	b := x.(*attemptBound)
+	*h = append(*h, b)
+	b.pos = len(*h)
 }
 
-func (w *attemptWatch) down(i int) {
-	h := w.heap
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			return
-		}
-		m := l
-		if r := l + 1; r < len(h) && h[r].deadline.Before(h[l].deadline) {
-			m = r
-		}
-		if !h[m].deadline.Before(h[i].deadline) {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		h[i].pos, h[m].pos = i+1, m+1
-		i = m
-	}
+func (h *boundHeap) Pop() any {
+	old := *h
+	b := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	b.pos = 0
+	return b
 }
 
 // timedOut returns the error an attempt failed with: context.DeadlineExceeded

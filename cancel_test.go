@@ -162,8 +162,8 @@ func TestWebhookEventEndsWait(t *testing.T) {
 	srv := safegentest.NewServer(t, safegentest.WithClock(srvClk), safegentest.WithRateLimit(0, 0),
 		safegentest.WithGenerationTiming(time.Minute, time.Minute))
 	recv := httptest.NewServer(safegen.WebhookHandler([]string{srv.WebhookSecret}, func(_ context.Context, e *safegen.Event) error {
+		notified.Add(1) // before Notify, which may end the Wait the test then checks
 		c.Generations.Notify(e)
-		notified.Add(1)
 		return nil
 	}))
 	defer recv.Close()

@@ -455,9 +455,6 @@ func (st *callState) readBody(resp *http.Response) error {
 
 func (c *Client) setHeaders(req *http.Request, s *settings, r request, key string) {
 	h := req.Header // the empty map http.NewRequest made
-	if h == nil {
-		h = make(http.Header, len(c.fixed)+len(s.header)+2)
-	}
 	for k, v := range c.fixed {
 		h[k] = v
 	}
@@ -512,7 +509,6 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st.s.attemptTO <= 0 {
 		return st.sent(t.base.RoundTrip(onWire(req, ctx, h)))
 	}
-	st.bound.expired.Store(false)
 	if ctx.Done() == nil {
 		// A context that cannot end: the attempt joins a window.
 		win := st.c.windows.join(st.s.attemptTO)

@@ -49,29 +49,6 @@ func BenchmarkDownload(b *testing.B) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
-	copyOnce := func(b *testing.B, sync bool) {
-		resp, err := hc.Get(g.Output.URL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := io.Copy(f, resp.Body)
-		if err != nil || n != size {
-			b.Fatalf("copied %d: %v", n, err)
-		}
-		if sync {
-			if err := f.Sync(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-	}
 	run := func(name string, once func(b *testing.B)) {
 		b.Run("impl="+name, func(b *testing.B) {
 			b.SetBytes(size)
@@ -97,8 +74,8 @@ func BenchmarkDownload(b *testing.B) {
 			b.Fatalf("fetched %d in %d attempts", res.Fetched, res.Attempts)
 		}
 	})
-	run("io.Copy", func(b *testing.B) { copyOnce(b, false) })
-	run("io.Copy+Sync", func(b *testing.B) { copyOnce(b, true) })
+	run("io.Copy", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, false) })
+	run("io.Copy+Sync", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, true) })
 }
 
 // sampleHeap samples the live heap every millisecond until stop, which
@@ -175,28 +152,6 @@ func BenchmarkDownloadStatic(b *testing.B) {
 			}
 		})
 	}
-	copyOnce := func(b *testing.B, path string, sync bool) {
-		resp, err := hc.Get(g.Output.URL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if n, err := io.Copy(f, resp.Body); err != nil || n != size {
-			b.Fatalf("copied %d: %v", n, err)
-		}
-		if sync {
-			if err := f.Sync(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-	}
 	// dir=disk is the test's temporary directory, where the fsync that
 	// Download must do costs what the disk takes; dir=tmpfs (/dev/shm,
 	// where there is one) is memory, where a sync costs nothing, so what
@@ -216,8 +171,33 @@ func BenchmarkDownloadStatic(b *testing.B) {
 					b.Fatal(err)
 				}
 			})
-			run(b, path, "io.Copy", func(b *testing.B) { copyOnce(b, path, false) })
-			run(b, path, "io.Copy+Sync", func(b *testing.B) { copyOnce(b, path, true) })
+			run(b, path, "io.Copy", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, false) })
+			run(b, path, "io.Copy+Sync", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, true) })
 		})
+	}
+}
+
+// copyURL is the baseline the download benchmarks compare with: io.Copy of
+// url's body into a new file at path (size bytes), then File.Sync if sync.
+func copyURL(b *testing.B, hc *http.Client, url, path string, size int64, sync bool) {
+	resp, err := hc.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n, err := io.Copy(f, resp.Body); err != nil || n != size {
+		b.Fatalf("copied %d: %v", n, err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
 	}
 }

@@ -22,14 +22,17 @@ import (
 // reset before another decoder runs.
 func decodeGenerationFast(b []byte, g *Generation) bool {
 	d := fastDecoder{b: b}
-	if !d.generation(g) {
+	if !d.object(g) {
 		return false
 	}
 	d.ws()
 	return d.i == len(d.b)
 }
 
-func (d *fastDecoder) generation(g *Generation) bool {
+// object reads an object into v (a *Generation, *GenerationOutput,
+// *GenerationError or *charge; nil throws the members away), one member at a
+// time through field.
+func (d *fastDecoder) object(v any) bool {
 	if !d.consume('{') {
 		return false
 	}
@@ -38,13 +41,27 @@ func (d *fastDecoder) generation(g *Generation) bool {
 		if !ok || end {
 			return ok
 		}
-		if !d.generationField(g, key) {
+		if !d.field(v, key) {
 			return false
 		}
 	}
 }
 
-// generationField decodes the value of key into g.
+// field decodes the value of key into v (see object).
+func (d *fastDecoder) field(v any, key []byte) bool {
+	switch v := v.(type) {
+	case *Generation:
+		return d.generationField(v, key)
+	case *GenerationOutput:
+		return d.outputField(v, key)
+	case *GenerationError:
+		return d.errorField(v, key)
+	case *charge:
+		return d.chargeField(v, key)
+	}
+	return d.skip()
+}
+
 func (d *fastDecoder) generationField(g *Generation, key []byte) bool {
 	switch string(key) {
 	case "id":
@@ -76,7 +93,7 @@ func (d *fastDecoder) generationField(g *Generation, key []byte) bool {
 		if g.Output == nil {
 			g.Output = new(GenerationOutput)
 		}
-		return d.output(g.Output)
+		return d.object(g.Output)
 	case "error":
 		if d.null() {
 			g.Error = nil
@@ -85,67 +102,42 @@ func (d *fastDecoder) generationField(g *Generation, key []byte) bool {
 		if g.Error == nil {
 			g.Error = new(GenerationError)
 		}
-		return d.genError(g.Error)
+		return d.object(g.Error)
 	}
 	return d.unknown(key, generationKeys)
 }
 
 var generationKeys = []string{"id", "request_id", "status", "model", "prompt", "duration_s", "cost", "created_at", "output", "error"}
 
-func (d *fastDecoder) output(o *GenerationOutput) bool {
-	if !d.consume('{') {
-		return false
+func (d *fastDecoder) outputField(o *GenerationOutput, key []byte) bool {
+	switch string(key) {
+	case "url":
+		return d.str(&o.URL)
+	case "size":
+		ok, _ := d.integer(&o.Size, 64)
+		return ok
+	case "sha256":
+		return d.str(&o.SHA256)
+	case "content_type":
+		return d.str(&o.ContentType)
+	case "expires_at":
+		return d.time(&o.ExpiresAt)
 	}
-	for first := true; ; first = false {
-		key, end, ok := d.member(first)
-		if !ok || end {
-			return ok
-		}
-		switch string(key) {
-		case "url":
-			ok = d.str(&o.URL)
-		case "size":
-			ok, _ = d.integer(&o.Size, 64)
-		case "sha256":
-			ok = d.str(&o.SHA256)
-		case "content_type":
-			ok = d.str(&o.ContentType)
-		case "expires_at":
-			ok = d.time(&o.ExpiresAt)
-		default:
-			ok = d.unknown(key, outputKeys)
-		}
-		if !ok {
-			return false
-		}
-	}
+	return d.unknown(key, outputKeys)
 }
 
 var outputKeys = []string{"url", "size", "sha256", "content_type", "expires_at"}
 
-func (d *fastDecoder) genError(e *GenerationError) bool {
-	if !d.consume('{') {
-		return false
+func (d *fastDecoder) errorField(e *GenerationError, key []byte) bool {
+	switch string(key) {
+	case "type":
+		return d.str(&e.Type)
+	case "code":
+		return d.str(&e.Code)
+	case "message":
+		return d.str(&e.Message)
 	}
-	for first := true; ; first = false {
-		key, end, ok := d.member(first)
-		if !ok || end {
-			return ok
-		}
-		switch string(key) {
-		case "type":
-			ok = d.str(&e.Type)
-		case "code":
-			ok = d.str(&e.Code)
-		case "message":
-			ok = d.str(&e.Message)
-		default:
-			ok = d.unknown(key, errorKeys)
-		}
-		if !ok {
-			return false
-		}
-	}
+	return d.unknown(key, errorKeys)
 }
 
 var errorKeys = []string{"type", "code", "message"}
@@ -396,8 +388,7 @@ func (d *fastDecoder) skip() bool {
 		if d.depth++; d.depth > maxFastDepth {
 			return false
 		}
-		d.i++
-		ok := d.skipObject()
+		ok := d.object(nil)
 		d.depth--
 		return ok
 	case c == '[':
@@ -417,18 +408,6 @@ func (d *fastDecoder) skip() bool {
 	default:
 		_, ok := d.number()
 		return ok
-	}
-}
-
-func (d *fastDecoder) skipObject() bool {
-	for first := true; ; first = false {
-		_, end, ok := d.member(first)
-		if !ok || end {
-			return ok
-		}
-		if !d.skip() {
-			return false
-		}
 	}
 }
 
@@ -492,45 +471,45 @@ func (d *fastDecoder) skipString() bool {
 	return false
 }
 
-// decodeCharge reads the top-level "id" and "cost" of an answer as
-// encoding/json reads them into struct{ ID string; Cost *float64 } (the
-// spend guard settles a call with them), and reports whether it could;
+// charge is an answer's top-level "id" and "cost" as encoding/json reads
+// them into struct{ ID string; Cost *float64 } (the spend guard settles a
+// call with them).
+type charge struct {
+	id      string
+	cost    float64
+	hasCost bool
+}
+
+// decodeCharge reads an answer's charge, and reports whether it could;
 // when it could not, the caller asks encoding/json.
-func decodeCharge(b []byte) (id string, cost float64, hasCost, ok bool) {
+func decodeCharge(b []byte) (c charge, ok bool) {
 	d := fastDecoder{b: b}
-	if !d.consume('{') {
-		return "", 0, false, false
-	}
-	for first := true; ; first = false {
-		key, end, ok := d.member(first)
-		if !ok {
-			return "", 0, false, false
-		}
-		if end {
-			break
-		}
-		switch string(key) {
-		case "id":
-			ok = d.str(&id)
-		case "cost":
-			if d.null() { // a null pointer, as encoding/json leaves it
-				cost, hasCost = 0, false
-				continue
-			}
-			ok = d.float(&cost)
-			hasCost = hasCost || ok
-		default:
-			ok = d.unknown(key, chargeKeys)
-		}
-		if !ok {
-			return "", 0, false, false
-		}
+	if !d.object(&c) {
+		return charge{}, false
 	}
 	d.ws()
 	if d.i != len(d.b) {
-		return "", 0, false, false
+		return charge{}, false
 	}
-	return id, cost, hasCost, true
+	return c, true
+}
+
+func (d *fastDecoder) chargeField(c *charge, key []byte) bool {
+	switch string(key) {
+	case "id":
+		return d.str(&c.id)
+	case "cost":
+		if d.null() { // a null pointer, as encoding/json leaves it
+			c.cost, c.hasCost = 0, false
+			return true
+		}
+		if !d.float(&c.cost) {
+			return false
+		}
+		c.hasCost = true
+		return true
+	}
+	return d.unknown(key, chargeKeys)
 }
 
 var chargeKeys = []string{"id", "cost"}

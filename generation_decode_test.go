@@ -162,7 +162,7 @@ func FuzzDecodeGenerationFast(f *testing.F) {
 // encoding/json.
 func checkCharge(t *testing.T, b []byte) {
 	t.Helper()
-	id, cost, hasCost, ok := decodeCharge(b)
+	c, ok := decodeCharge(b)
 	if !ok {
 		return
 	}
@@ -173,8 +173,8 @@ func checkCharge(t *testing.T, b []byte) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatalf("decodeCharge took %q, which encoding/json refuses: %v", b, err)
 	}
-	if id != v.ID || hasCost != (v.Cost != nil) || (hasCost && cost != *v.Cost) {
-		t.Fatalf("%q: decodeCharge %q %v %v, encoding/json %q %v", b, id, cost, hasCost, v.ID, v.Cost)
+	if c.id != v.ID || c.hasCost != (v.Cost != nil) || (c.hasCost && c.cost != *v.Cost) {
+		t.Fatalf("%q: decodeCharge %+v, encoding/json %q %v", b, c, v.ID, v.Cost)
 	}
 }
 
@@ -197,9 +197,9 @@ func TestDecodeCharge(t *testing.T) {
 		{``, "", 0, false, false},
 		{`[]`, "", 0, false, false},
 	} {
-		id, cost, hasCost, ok := decodeCharge([]byte(tc.body))
-		if ok != tc.fast || id != tc.id || cost != tc.cost || hasCost != tc.hasCost {
-			t.Errorf("%s: got %q %v %v %v, want %q %v %v %v", tc.body, id, cost, hasCost, ok, tc.id, tc.cost, tc.hasCost, tc.fast)
+		c, ok := decodeCharge([]byte(tc.body))
+		if ok != tc.fast || c.id != tc.id || c.cost != tc.cost || c.hasCost != tc.hasCost {
+			t.Errorf("%s: got %+v %v, want %q %v %v %v", tc.body, c, ok, tc.id, tc.cost, tc.hasCost, tc.fast)
 		}
 		checkCharge(t, []byte(tc.body))
 	}

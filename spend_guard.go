@@ -130,12 +130,12 @@ func (g *spendGuard) settle(ctx context.Context, s *settings, key string, out *r
 	switch {
 	case apiErr == nil:
 		charged = price
-		if id, cost, hasCost, ok := readCharge(out.body); ok {
-			if hasCost {
-				charged = cost
+		if c, ok := readCharge(out.body); ok {
+			if c.hasCost {
+				charged = c.cost
 			}
-			if id != "" {
-				g.genKeys.store(id, key)
+			if c.id != "" {
+				g.genKeys.store(c.id, key)
 			}
 		}
 	case errors.Is(apiErr, ErrIdempotencyKeyReuse):
@@ -242,19 +242,20 @@ func (b *boundedMap[V]) store(k string, v V) (forgot string, ok bool) {
 
 // readCharge reads an answer's id and cost (decodeCharge, else
 // encoding/json); ok is false for a body that is not such an object.
-func readCharge(body []byte) (id string, cost float64, hasCost, ok bool) {
-	if id, cost, hasCost, ok = decodeCharge(body); ok {
-		return id, cost, hasCost, true
+func readCharge(body []byte) (c charge, ok bool) {
+	if c, ok = decodeCharge(body); ok {
+		return c, true
 	}
 	var v struct {
 		ID   string   `json:"id"`
 		Cost *float64 `json:"cost"`
 	}
 	if json.Unmarshal(body, &v) != nil {
-		return "", 0, false, false
+		return charge{}, false
 	}
+	c.id = v.ID
 	if v.Cost != nil {
-		cost, hasCost = *v.Cost, true
+		c.cost, c.hasCost = *v.Cost, true
 	}
-	return v.ID, cost, hasCost, true
+	return c, true
 }
