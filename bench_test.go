@@ -64,6 +64,12 @@ func benchCreatesCtx(b *testing.B, ctx context.Context, opts ...safegen.Option) 
 //     Generation, with net/http and encoding/json;
 //   - impl=bare: a bare POST of the same bytes that reads the answer and
 //     throws it away (no key, no decode);
+//   - impl=floor: the least a create can do and still be one: the
+//     contract's headers only (content type, credential, a fresh UUID v4
+//     key), the parameters encoded, the answer decoded with the SDK's own
+//     reflection-free decoder; no retry loop, no timeout, nothing else;
+//   - impl=floor+sdkheaders: the floor, plus the three headers the SDK
+//     also sends (accept, user agent, X-Safegen-Attempt);
 //   - impl=retryablehttp: a default go-retryablehttp client doing the hand
 //     call's work;
 //   - the SDK without its attempt timeout, and through the file journal.
@@ -112,6 +118,22 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		}
 	})
+
+	floor := func(hdr http.Header) func(b *testing.B) {
+		return func(b *testing.B) {
+			hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+			defer hc.CloseIdleConnections()
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := floorCreate(ctx, hc, srv.URL, hdr, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("impl=floor", floor(http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer sk_bench"}}))
+	b.Run("impl=floor+sdkheaders", floor(hdr))
 
 	b.Run("impl=retryablehttp", func(b *testing.B) {
 		rc := retryablehttp.NewClient()
@@ -215,6 +237,45 @@ func handCreateHeaders(ctx context.Context, hc *http.Client, base string, hdr ht
 	var g safegen.Generation
 	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
 		return nil, err
+	}
+	return &g, nil
+}
+
+// floorCreate is the least a create can do: hdr plus a fresh UUID v4 key,
+// the parameters encoded, the answer read into buf (which must hold it)
+// and decoded without reflection.
+func floorCreate(ctx context.Context, hc *http.Client, base string, hdr http.Header, buf []byte) (*safegen.Generation, error) {
+	body, err := json.Marshal(benchParams)
+	if err != nil {
+		return nil, err
+	}
+	key, err := safegen.NewIdempotencyKey()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/generations", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header["Idempotency-Key"] = []string{key}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || resp.ContentLength < 0 || resp.ContentLength > int64(len(buf)) {
+		return nil, fmt.Errorf("status %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+	n, err := io.ReadFull(resp.Body, buf[:resp.ContentLength])
+	if err != nil {
+		return nil, err
+	}
+	var g safegen.Generation
+	if !safegen.DecodeGenerationFast(buf[:n], &g) {
+		return nil, fmt.Errorf("answer not in the fast decoder's shape: %s", buf[:n])
 	}
 	return &g, nil
 }
