@@ -159,6 +159,7 @@ func (j *File) compactLocked() error {
 	}
 	j.f.Close()
 	j.f = nf
+	j.off, j.size = int64(len(data)), int64(len(data))
 	j.total = int64(len(data)) + int64(len(j.buf))
 	j.compactRetry = 0
 	return nil
@@ -179,7 +180,7 @@ func encodeAll(data []byte, recs []record) ([]byte, []int64, error) {
 }
 
 // replaceFile atomically replaces the journal with data and returns the new
-// file opened for append. renamed reports whether the rename happened, after
+// file opened for writing. renamed reports whether the rename happened, after
 // which the old descriptor no longer names the journal.
 func (j *File) replaceFile(data []byte) (renamed bool, nf *os.File, err error) {
 	tmp := j.path + ".compact"
@@ -204,6 +205,6 @@ func (j *File) replaceFile(data []byte) (renamed bool, nf *os.File, err error) {
 	if err := syncDir(filepath.Dir(j.path)); err != nil {
 		return true, nil, err
 	}
-	nf, err = os.OpenFile(j.path, os.O_RDWR|os.O_APPEND, 0)
+	nf, err = os.OpenFile(j.path, os.O_RDWR, 0)
 	return true, nf, err
 }

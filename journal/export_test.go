@@ -1,6 +1,9 @@
 package journal
 
-import "os"
+import (
+	"bytes"
+	"os"
+)
 
 // WithSyncFunc makes the File call fn instead of (*os.File).Sync for every
 // sync of the journal and of its compacted copy, so a test can see when
@@ -11,4 +14,12 @@ func WithSyncFunc(fn func(f *os.File) error) Option {
 		c.sync = fn
 		return nil
 	}
+}
+
+// ContentSize is the size of the records of the journal at path: the
+// file's size less the zeros an open File writes ahead of them (no record
+// ends in a zero byte: its payload is a JSON object).
+func ContentSize(path string) (int64, error) {
+	data, err := os.ReadFile(path)
+	return int64(len(bytes.TrimRight(data, "\x00"))), err
 }

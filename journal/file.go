@@ -18,7 +18,7 @@ import (
 )
 
 // File is the file-backed safegen.JobJournal and safegen.SpendJournal, the
-// SDK's embedded default. It appends checksummed records to one file, makes
+// SDK's embedded default. It writes checksummed records to one file, makes
 // every Begin and Reserve durable (fsync) before returning while many
 // concurrent callers share one fsync, batches Completes, Advances and
 // Settles, keeps finished intents for the retention period and unfinished
@@ -28,7 +28,8 @@ import (
 // this process or another, gets ErrLocked.
 //
 // A File is safe for concurrent use by multiple goroutines. Close it to flush
-// the last Completes and release the lock.
+// the last Completes, truncate the zeros it wrote ahead of its records (see
+// the package documentation) and release the lock.
 type File struct {
 	path   string
 	cfg    config
@@ -55,6 +56,12 @@ type File struct {
 	appended, durable uint64
 	flushing          bool
 	flushed           chan struct{}
+
+	// The file's content ends at off; from there to size it holds zeros
+	// written ahead (preallocate), so that a commit overwrites blocks the file
+	// already has and its fsync has no size or allocation to record. Only
+	// the leader touches them.
+	off, size int64
 
 	// spend is the ledger of the safegen.SpendJournal (spend.go), changed
 	// only with mu held.
@@ -93,7 +100,9 @@ func (e *entry) finished() bool { return e.in.Outcome != nil && e.in.Job.Done() 
 var _ safegen.JobJournal = (*File)(nil)
 
 // RecoveryReport says what Open dropped to repair a damaged file. The zero
-// value means the file was intact.
+// value means the file was intact. Zeros after the last record are not
+// damage: a File writes them ahead of its records while open, and a crash
+// leaves them behind.
 type RecoveryReport struct {
 	// TruncatedBytes is the number of damaged bytes dropped: a torn tail,
 	// and any damaged span between intact records.
@@ -113,7 +122,8 @@ type RecoveryReport struct {
 // format than FormatVersion with ErrUnsupportedVersion; both are left
 // untouched. Use WithMustExist to refuse a missing file too. It takes an
 // exclusive lock on path+".lock", replays the records, and repairs a damaged
-// file (see Recovery) unless WithStrict is given. While it runs, a File
+// file (see Recovery) unless WithStrict is given; zeros after the last
+// record are free space, not damage. While it runs, a File
 // writes nothing but the journal, its lock file and, during compaction,
 // path+".compact".
 func Open(path string, opts ...Option) (*File, error) {
@@ -151,7 +161,7 @@ func Open(path string, opts ...Option) (*File, error) {
 }
 
 func open(path, dir string, lock *os.File, cfg config) (*File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
@@ -165,6 +175,9 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotJournal, path)
 	}
 	res := scan(data)
+	if res.tail != nil && preallocated(data[res.end:]) {
+		res.tail = nil // zeros written ahead, not damage
+	}
 	version, err := versionOf(res)
 	if err != nil {
 		f.Close()
@@ -188,6 +201,7 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 	}
 	slices.SortStableFunc(j.expiry, func(a, b *entry) int { return a.at.Compare(b.at) })
 	j.total = int64(res.end)
+	j.off, j.size = int64(res.end), int64(len(data))
 	_ = os.Remove(path + ".compact") // left by a crash during compaction
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -199,6 +213,7 @@ func open(path, dir string, lock *os.File, cfg config) (*File, error) {
 		if err = f.Truncate(int64(res.end)); err == nil {
 			err = f.Sync()
 		}
+		j.size = j.off
 	}
 	if err == nil && len(res.records) == 0 && j.hdr == 0 {
 		err = j.writeHeaderLocked() // a new (or emptied) journal
@@ -636,6 +651,13 @@ func (j *File) Close() error {
 	if err == nil {
 		j.flushing = true
 		err = j.writeLocked()
+		if err == nil && j.size > j.off {
+			// Leave no zeros behind: a closed journal ends at its last
+			// record, as every release before this one wrote it. No sync:
+			// should a crash undo the truncation, Open takes the zeros
+			// back as the preallocation they were.
+			err = j.f.Truncate(j.off)
+		}
 		j.endLeadLocked()
 	}
 	if cerr := j.f.Close(); err == nil && cerr != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,11 +52,12 @@ func begin(t *testing.T, j safegen.KeyJournal, ins ...safegen.Intent) {
 	}
 }
 
+// fileSize is the size of the journal's records at path (ContentSize).
 func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
-	fi, err := os.Stat(path)
+	n, err := journal.ContentSize(path)
 	require.NoError(t, err)
-	return fi.Size()
+	return n
 }
 
 func pendingIDs(t *testing.T, j safegen.KeyJournal) []string {
@@ -165,7 +167,6 @@ func TestRecoverGarbage(t *testing.T) {
 		{"magic soup", bytes.Repeat([]byte{0xff, 'S', 'G', 'J', 0xff, 0xff}, 500), 0},
 		{"garbage before records", append(random(333), good...), 2},
 		{"garbage after records", append(bytes.Clone(good), random(333)...), 2},
-		{"zeroed tail", append(bytes.Clone(good), make([]byte, 4096)...), 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "journal")
@@ -184,6 +185,77 @@ func TestRecoverGarbage(t *testing.T) {
 			require.NoError(t, j.Close())
 		})
 	}
+}
+
+// An open File writes zeros ahead of its records (a preallocation), so that a
+// commit's fsync has no new size or block to record; a crash leaves them
+// behind, as can a crash mid-append on ext4. They hold no record: Open takes
+// them as free space, not damage (WithStrict opens the file, Recovery is
+// zero), the next record goes right after the last one, and Close truncates
+// them.
+func TestPreallocatedZerosAfterRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j := openFile(t, path, journal.WithFlushInterval(time.Hour))
+	big := func(i int) safegen.Intent {
+		in := newIntent(i)
+		in.Body = []byte(`{"prompt":"` + strings.Repeat("x", 20<<10) + `"}`)
+		return in
+	}
+	for i := range 30 { // 600 KiB of records: the preallocation is extended more than once
+		begin(t, j, big(i))
+	}
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	content := bytes.TrimRight(data, "\x00")
+	require.Greater(t, len(data), len(content), "zeros are written ahead of the records")
+
+	// A crash now leaves the zeros in the file.
+	crashed := filepath.Join(t.TempDir(), "journal")
+	require.NoError(t, os.WriteFile(crashed, data, 0o600))
+	c, err := journal.Open(crashed, journal.WithStrict())
+	require.NoError(t, err)
+	require.Zero(t, c.Recovery())
+	require.Len(t, pendingIDs(t, c), 30)
+	begin(t, c, newIntent(100))
+	after, err := os.ReadFile(crashed)
+	require.NoError(t, err)
+	require.Len(t, after, len(data), "the record went into the zeros")
+	require.Equal(t, content, after[:len(content)], "after the last record")
+	require.Greater(t, len(bytes.TrimRight(after, "\x00")), len(content))
+	require.NoError(t, c.Close())
+
+	closed, err := os.ReadFile(crashed)
+	require.NoError(t, err)
+	require.Equal(t, bytes.TrimRight(after, "\x00"), closed, "Close leaves no zeros")
+	c, err = journal.Open(crashed, journal.WithStrict())
+	require.NoError(t, err)
+	require.Len(t, pendingIDs(t, c), 31)
+	require.NoError(t, c.Close())
+	require.NoError(t, j.Close())
+}
+
+// A record torn by a crash inside the preallocation (its first bytes written, the
+// rest still zeros) is damage: it is reported and cut off, and the records
+// before it are kept.
+func TestTornRecordInPreallocation(t *testing.T) {
+	good, _ := writeJournal(t, 2)
+	torn := append(bytes.Clone(good), good[:20]...) // a frame's header and 8 bytes of payload
+	torn = append(torn, make([]byte, 4096)...)
+	path := filepath.Join(t.TempDir(), "journal")
+	require.NoError(t, os.WriteFile(path, torn, 0o600))
+	_, err := journal.Open(path, journal.WithStrict())
+	require.ErrorIs(t, err, journal.ErrCorrupt)
+	j, err := journal.Open(path)
+	require.NoError(t, err)
+	rep := j.Recovery()
+	require.Equal(t, 1, rep.SkippedRecords)
+	require.Equal(t, int64(20+4096), rep.TruncatedBytes)
+	require.Contains(t, rep.Reason, fmt.Sprintf("torn tail at offset %d", len(good)))
+	require.Len(t, pendingIDs(t, j), 2)
+	require.NoError(t, j.Close())
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, good, data)
 }
 
 // A file that is not a journal (no record magic at its start and no intact
