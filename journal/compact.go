@@ -95,7 +95,9 @@ func (j *File) expireLocked() {
 // compactLocked rewrites the file from the intents in memory. The caller
 // holds mu and the leader role; mu is released while the new file is
 // encoded and written, and records appended meanwhile stay in buf, to be
-// appended to the new file (replaying a record twice is harmless).
+// appended to the new file. Records already waiting in buf when the
+// snapshot is taken are in it, and are dropped: replayed after it, a settle
+// of a key the snapshot folded into the spent record would count twice.
 func (j *File) compactLocked() error {
 	j.expireLocked()
 	es := make([]*entry, 0, len(j.byID))
@@ -119,6 +121,8 @@ func (j *File) compactLocked() error {
 	oldSpend := j.spendLive
 	j.live -= oldSpend
 	j.spendLive = 0
+	covered, coveredSeq := j.buf, j.appended
+	j.buf = nil
 	j.mu.Unlock()
 	data, err := encodeRecord(nil, &record{Op: opHeader, Version: FormatVersion})
 	hdr := int64(len(data))
@@ -139,6 +143,7 @@ func (j *File) compactLocked() error {
 		}
 		j.spendLive += oldSpend
 		j.live += oldSpend
+		j.buf = append(covered, j.buf...) // the old file still needs them
 		return fmt.Errorf("journal: compact %s: %w", j.path, err)
 	}
 	for i, e := range es {
@@ -157,6 +162,7 @@ func (j *File) compactLocked() error {
 		j.err = fmt.Errorf("journal: compact %s: %w", j.path, err)
 		return j.err
 	}
+	j.durable = max(j.durable, coveredSeq) // the new file holds them
 	j.f.Close()
 	j.f = nf
 	j.off, j.size = int64(len(data)), int64(len(data))
