@@ -76,9 +76,11 @@ func (j *File) writeLocked() error {
 	batch, target := j.buf, j.appended
 	j.buf, j.spare = j.spare[:0], nil
 	j.mu.Unlock()
-	err := j.preallocate(j.off + int64(len(batch)))
+	// The records first: a process killed between the two writes leaves
+	// them, where zeros first could leave a new journal with no header.
+	_, err := j.f.WriteAt(batch, j.off)
 	if err == nil {
-		_, err = j.f.WriteAt(batch, j.off)
+		err = j.preallocate(j.off + int64(len(batch)))
 	}
 	if err == nil {
 		err = j.cfg.syncFile(j.f)
@@ -108,9 +110,9 @@ const preallocBytes = 256 << 10
 // zeros is what the file is extended with.
 var zeros [64 << 10]byte
 
-// preallocate extends the file with zeros, when end is past its size, to
-// end plus preallocBytes. The caller holds the leader role, not mu; the zeros
-// become durable with the commit's own sync. Open takes zeros after the
+// preallocate extends the file with zeros, when end (just written) is past
+// its size, to end plus preallocBytes. The caller holds the leader role,
+// not mu; the zeros become durable with the commit's own sync. Open takes zeros after the
 // last record for this preallocation (see preallocated), and Close
 // truncates them.
 func (j *File) preallocate(end int64) error {
@@ -118,7 +120,7 @@ func (j *File) preallocate(end int64) error {
 		return nil
 	}
 	size := end + preallocBytes
-	for off := j.size; off < size; {
+	for off := end; off < size; {
 		n := min(int64(len(zeros)), size-off)
 		if _, err := j.f.WriteAt(zeros[:n], off); err != nil {
 			return err
