@@ -179,5 +179,17 @@ func FuzzDecode(f *testing.F) {
 		if v, err := versionOf(res); err == nil && (v < 1 || v > FormatVersion) {
 			t.Fatalf("version %d accepted", v)
 		}
+		// Zeros a File preallocated past intact data change nothing: the
+		// same records, and a tail Open takes for free space.
+		if res.tail == nil {
+			more := append(bytes.Clone(data), make([]byte, 1+len(data)%4096)...)
+			res2 := scan(more)
+			if len(res2.records) != len(res.records) || res2.end != res.end || len(res2.middle) != len(res.middle) {
+				t.Fatalf("zeros after the data changed the scan: %d records to %d, end %d to %d", len(res.records), len(res2.records), res.end, res2.end)
+			}
+			if res2.tail == nil || !preallocated(more[res2.end:]) {
+				t.Fatalf("zeros after the data not taken for preallocation: %+v", res2.tail)
+			}
+		}
 	})
 }
