@@ -206,45 +206,9 @@ func sdkHeaders(tb testing.TB) http.Header {
 	return h
 }
 
-// handCreateHeaders is the hand-written equivalent of a create: it encodes
-// the same parameters, mints the same UUID v4 key, sends hdr plus the key,
-// and decodes the answer into Generation.
-func handCreateHeaders(ctx context.Context, hc *http.Client, base string, hdr http.Header) (*safegen.Generation, error) {
-	body, err := json.Marshal(benchParams)
-	if err != nil {
-		return nil, err
-	}
-	key, err := safegen.NewIdempotencyKey()
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/generations", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return nil, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	var g safegen.Generation
-	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
-		return nil, err
-	}
-	return &g, nil
-}
-
-// floorCreate is the least a create can do: hdr plus a fresh UUID v4 key,
-// the parameters encoded, the answer read into buf (which must hold it)
-// and decoded without reflection.
-func floorCreate(ctx context.Context, hc *http.Client, base string, hdr http.Header, buf []byte) (*safegen.Generation, error) {
+// createRequest is a create's request written by hand: the parameters
+// encoded with encoding/json, hdr, and a fresh UUID v4 key.
+func createRequest(ctx context.Context, base string, hdr http.Header) (*http.Request, error) {
 	body, err := json.Marshal(benchParams)
 	if err != nil {
 		return nil, err
@@ -261,13 +225,54 @@ func floorCreate(ctx context.Context, hc *http.Client, base string, hdr http.Hea
 		req.Header[k] = v
 	}
 	req.Header["Idempotency-Key"] = []string{key}
+	return req, nil
+}
+
+// postCreate sends createRequest's request with hc and returns the answer,
+// which must be a 202.
+func postCreate(ctx context.Context, hc *http.Client, base string, hdr http.Header) (*http.Response, error) {
+	req, err := createRequest(ctx, base, hdr)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode != http.StatusAccepted {
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp, nil
+}
+
+// handCreateHeaders is the hand-written equivalent of a create: it encodes
+// the same parameters, mints the same UUID v4 key, sends hdr plus the key,
+// and decodes the answer into Generation.
+func handCreateHeaders(ctx context.Context, hc *http.Client, base string, hdr http.Header) (*safegen.Generation, error) {
+	resp, err := postCreate(ctx, hc, base, hdr)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted || resp.ContentLength < 0 || resp.ContentLength > int64(len(buf)) {
-		return nil, fmt.Errorf("status %d, length %d", resp.StatusCode, resp.ContentLength)
+	var g safegen.Generation
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// floorCreate is the least a create can do: hdr plus a fresh UUID v4 key,
+// the parameters encoded, the answer read into buf (which must hold it)
+// and decoded without reflection.
+func floorCreate(ctx context.Context, hc *http.Client, base string, hdr http.Header, buf []byte) (*safegen.Generation, error) {
+	resp, err := postCreate(ctx, hc, base, hdr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength < 0 || resp.ContentLength > int64(len(buf)) {
+		return nil, fmt.Errorf("answer of length %d", resp.ContentLength)
 	}
 	n, err := io.ReadFull(resp.Body, buf[:resp.ContentLength])
 	if err != nil {
