@@ -112,9 +112,9 @@ var zeros [64 << 10]byte
 
 // preallocate extends the file with zeros, when end (just written) is past
 // its size, to end plus preallocBytes. The caller holds the leader role,
-// not mu; the zeros become durable with the commit's own sync. Open takes zeros after the
-// last record for this preallocation (see preallocated), and Close
-// truncates them.
+// not mu; the zeros become durable with the commit's own sync. Open takes
+// zeros after the last record for this preallocation (see preallocated),
+// and Close truncates them.
 func (j *File) preallocate(end int64) error {
 	if end <= j.size {
 		return nil
@@ -131,10 +131,10 @@ func (j *File) preallocate(end int64) error {
 	return nil
 }
 
-// preallocated reports whether tail, what follows the last intact record of a
-// file, is all zeros: a preallocation left by a File that was not closed, or the
-// zeros a crash can leave where appended bytes never reached the disk.
-// Neither holds a record.
+// preallocated reports whether tail, what follows the last intact record
+// of a file, is all zeros: a preallocation left by a File that was not
+// closed, or the zeros a crash can leave where appended bytes never reached
+// the disk. Neither holds a record.
 func preallocated(tail []byte) bool {
 	for len(tail) > 0 {
 		n := min(len(tail), len(zeros))

@@ -58,9 +58,9 @@ type File struct {
 	flushed           chan struct{}
 
 	// The file's content ends at off; from there to size it holds zeros
-	// written ahead (preallocate), so that a commit overwrites blocks the file
-	// already has and its fsync has no size or allocation to record. Only
-	// the leader touches them.
+	// written ahead (preallocate), so that a commit overwrites blocks the
+	// file already has and its fsync has no size or allocation to record.
+	// Only the leader touches them.
 	off, size int64
 
 	// spend is the ledger of the safegen.SpendJournal (spend.go), changed
@@ -123,9 +123,8 @@ type RecoveryReport struct {
 // untouched. Use WithMustExist to refuse a missing file too. It takes an
 // exclusive lock on path+".lock", replays the records, and repairs a damaged
 // file (see Recovery) unless WithStrict is given; zeros after the last
-// record are free space, not damage. While it runs, a File
-// writes nothing but the journal, its lock file and, during compaction,
-// path+".compact".
+// record are free space, not damage. While it runs, a File writes nothing
+// but the journal, its lock file and, during compaction, path+".compact".
 func Open(path string, opts ...Option) (*File, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
