@@ -3,6 +3,7 @@ package safegentest
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -123,4 +124,26 @@ type RecordedRequest struct {
 	// ResponseBytes is how many body bytes the server wrote (for a cut
 	// download, those sent before the cut).
 	ResponseBytes int64
+}
+
+// Cause names what made the request fail, as reports count it: the status
+// of an injected error answer ("503"), "409 in progress" for a conflict on
+// an undisturbed request, "reset", "dropped after commit" or "cut mid-body";
+// "" when nothing failed (or the fault, such as latency, fails nothing).
+func (r RecordedRequest) Cause() string {
+	switch r.Fault {
+	case FaultNone, FaultLatency:
+		if r.Status == http.StatusConflict {
+			return "409 in progress"
+		}
+	case FaultStatus, FaultRateLimit:
+		return strconv.Itoa(r.Status)
+	case FaultReset:
+		return "reset"
+	case FaultDropAfterCommit:
+		return "dropped after commit"
+	case FaultCut:
+		return "cut mid-body"
+	}
+	return ""
 }

@@ -292,3 +292,23 @@ func TestListen(t *testing.T) {
 	_, err = Listen("256.0.0.1:bad")
 	require.Error(t, err)
 }
+
+func TestRecordedRequestCause(t *testing.T) {
+	for _, tc := range []struct {
+		r    RecordedRequest
+		want string
+	}{
+		{RecordedRequest{Status: 202}, ""},
+		{RecordedRequest{Status: 409}, "409 in progress"},
+		{RecordedRequest{Fault: FaultLatency, Status: 409}, "409 in progress"},
+		{RecordedRequest{Fault: FaultLatency, Status: 202}, ""},
+		{RecordedRequest{Fault: FaultStatus, Status: 503}, "503"},
+		{RecordedRequest{Fault: FaultRateLimit, Status: 429}, "429"},
+		{RecordedRequest{Fault: FaultReset}, "reset"},
+		{RecordedRequest{Fault: FaultDropAfterCommit, Status: 202}, "dropped after commit"},
+		{RecordedRequest{Fault: FaultCut, Status: 200}, "cut mid-body"},
+		{RecordedRequest{Fault: FaultTrickle, Status: 200}, ""},
+	} {
+		assert.Equal(t, tc.want, tc.r.Cause(), "%+v", tc.r)
+	}
+}

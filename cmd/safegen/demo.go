@@ -596,17 +596,8 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 		if r.Replayed {
 			t.replays++
 		}
-		switch r.Fault {
-		case safegentest.FaultNone, safegentest.FaultLatency:
-			if r.Status == 409 {
-				t.causes["409 in progress"]++
-			}
-		case safegentest.FaultStatus, safegentest.FaultRateLimit:
-			t.causes[strconv.Itoa(r.Status)]++
-		case safegentest.FaultReset:
-			t.causes["reset"]++
-		case safegentest.FaultDropAfterCommit:
-			t.causes["dropped after commit"]++
+		if c := r.Cause(); c != "" {
+			t.causes[c]++
 		}
 	}
 	t.kills, t.midDownload = res.kills, res.midDownload
@@ -618,13 +609,8 @@ func tally(srv *safegentest.Server, res *results, size int, wall time.Duration) 
 	for _, r := range srv.Requests() {
 		if strings.HasPrefix(r.Path, "/v1/outputs/") {
 			t.fetched += r.ResponseBytes
-			switch r.Fault {
-			case safegentest.FaultCut:
-				t.dlCauses["cut mid-body"]++
-			case safegentest.FaultReset:
-				t.dlCauses["reset"]++
-			case safegentest.FaultStatus:
-				t.dlCauses[strconv.Itoa(r.Status)]++
+			if c := r.Cause(); c != "" {
+				t.dlCauses[c]++
 			}
 		}
 	}

@@ -76,17 +76,8 @@ func (t *Tally) count(ctx context.Context, pool *pgxpool.Pool, srv *safegentest.
 		if r.Replayed {
 			t.Replays++
 		}
-		switch r.Fault {
-		case safegentest.FaultNone, safegentest.FaultLatency:
-			if r.Status == http.StatusConflict {
-				t.Causes["409 in progress"]++
-			}
-		case safegentest.FaultStatus, safegentest.FaultRateLimit:
-			t.Causes[strconv.Itoa(r.Status)]++
-		case safegentest.FaultReset:
-			t.Causes["reset"]++
-		case safegentest.FaultDropAfterCommit:
-			t.Causes["dropped after commit"]++
+		if c := r.Cause(); c != "" {
+			t.Causes[c]++
 		}
 	}
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE args->>'prompt' = $1`, RolledBackPrompt).
