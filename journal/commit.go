@@ -108,7 +108,7 @@ func (j *File) writeLocked() error {
 const preallocBytes = 256 << 10
 
 // zeros is what the file is extended with.
-var zeros [64 << 10]byte
+var zeros [preallocBytes]byte
 
 // preallocate extends the file with zeros, when end (just written) is past
 // its size, to end plus preallocBytes. The caller holds the leader role,
@@ -119,15 +119,10 @@ func (j *File) preallocate(end int64) error {
 	if end <= j.size {
 		return nil
 	}
-	size := end + preallocBytes
-	for off := end; off < size; {
-		n := min(int64(len(zeros)), size-off)
-		if _, err := j.f.WriteAt(zeros[:n], off); err != nil {
-			return err
-		}
-		off += n
+	if _, err := j.f.WriteAt(zeros[:], end); err != nil {
+		return err
 	}
-	j.size = size
+	j.size = end + preallocBytes
 	return nil
 }
 
@@ -136,14 +131,7 @@ func (j *File) preallocate(end int64) error {
 // closed, or the zeros a crash can leave where appended bytes never reached
 // the disk. Neither holds a record.
 func preallocated(tail []byte) bool {
-	for len(tail) > 0 {
-		n := min(len(tail), len(zeros))
-		if !bytes.Equal(tail[:n], zeros[:n]) {
-			return false
-		}
-		tail = tail[n:]
-	}
-	return true
+	return len(bytes.TrimLeft(tail, "\x00")) == 0
 }
 
 // endLeadLocked gives up the leader role and wakes the waiting callers.
