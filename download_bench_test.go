@@ -49,22 +49,7 @@ func BenchmarkDownload(b *testing.B) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
-	run := func(name string, once func(b *testing.B)) {
-		b.Run("impl="+name, func(b *testing.B) {
-			b.SetBytes(size)
-			b.ReportAllocs()
-			stop := sampleHeap(b)
-			for b.Loop() {
-				once(b)
-				b.StopTimer()
-				if err := os.Remove(path); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-			}
-			stop()
-		})
-	}
+	run := func(name string, once func(b *testing.B)) { runDownload(b, name, path, size, true, once) }
 	run("safegen", func(b *testing.B) {
 		res, err := c.Generations.Download(ctx, g, path)
 		if err != nil {
@@ -76,6 +61,29 @@ func BenchmarkDownload(b *testing.B) {
 	})
 	run("io.Copy", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, false) })
 	run("io.Copy+Sync", func(b *testing.B) { copyURL(b, hc, g.Output.URL, path, size, true) })
+}
+
+// runDownload runs once, which writes size bytes at path, as the
+// sub-benchmark impl=name, removing path after each run (untimed); with
+// heap it also reports the peak live heap (sampleHeap).
+func runDownload(b *testing.B, name, path string, size int64, heap bool, once func(b *testing.B)) {
+	b.Run("impl="+name, func(b *testing.B) {
+		b.SetBytes(size)
+		b.ReportAllocs()
+		stop := func() {}
+		if heap {
+			stop = sampleHeap(b)
+		}
+		for b.Loop() {
+			once(b)
+			b.StopTimer()
+			if err := os.Remove(path); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		stop()
+	})
 }
 
 // sampleHeap samples the live heap every millisecond until stop, which
@@ -139,18 +147,7 @@ func BenchmarkDownloadStatic(b *testing.B) {
 	hc := srv.Client()
 	ctx := context.Background()
 	run := func(b *testing.B, path, name string, once func(b *testing.B)) {
-		b.Run("impl="+name, func(b *testing.B) {
-			b.SetBytes(size)
-			b.ReportAllocs()
-			for b.Loop() {
-				once(b)
-				b.StopTimer()
-				if err := os.Remove(path); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-			}
-		})
+		runDownload(b, name, path, size, false, once)
 	}
 	// dir=disk is the test's temporary directory, where the fsync that
 	// Download must do costs what the disk takes; dir=tmpfs (/dev/shm,
