@@ -147,16 +147,6 @@ func (h *boundHeap) Pop() any {
 	return b
 }
 
-// timedOut returns the error an attempt failed with: context.DeadlineExceeded
-// when its deadline passed (as context.WithTimeout would have said),
-// whatever net/http made of the cancel; err otherwise.
-func (b *attemptBound) timedOut(err error) error {
-	if err != nil && err != io.EOF && b.expired.Load() {
-		return context.DeadlineExceeded
-	}
-	return err
-}
-
 // attemptBody is an attempt's response body: its errors say when the
 // attempt's time ran out, and closing it ends a watched attempt's watch.
 // It lives inside the call's state, so wrapping allocates nothing; net/http
@@ -170,7 +160,7 @@ type attemptBody struct {
 func (b *attemptBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		err = b.st.timedOut(b.win, err)
+		err = timedOut(b.st.expired(b.win), err)
 	}
 	return n, err
 }
@@ -184,17 +174,22 @@ func (b *attemptBody) Close() error {
 }
 
 // timedOut returns the error an attempt failed with: context.DeadlineExceeded
-// when its time ran out (as context.WithTimeout would have said), whatever
-// net/http made of the cancel; err otherwise. win is the attempt's window,
-// nil for a watched attempt.
-func (st *callState) timedOut(win context.Context, err error) error {
-	if win == nil {
-		return st.bound.timedOut(err)
-	}
-	if err != nil && err != io.EOF && win.Err() != nil {
+// when its time ran out (expired), as context.WithTimeout would have said,
+// whatever net/http made of the cancel; err otherwise.
+func timedOut(expired bool, err error) error {
+	if expired && err != nil && err != io.EOF {
 		return context.DeadlineExceeded
 	}
 	return err
+}
+
+// expired reports whether the attempt's time ran out: its window's (win),
+// or for a watched attempt (win nil) its deadline in the watch.
+func (st *callState) expired(win context.Context) bool {
+	if win == nil {
+		return st.bound.expired.Load()
+	}
+	return win.Err() != nil
 }
 
 // windowSlices is how many windows an attempt timeout is cut into: an

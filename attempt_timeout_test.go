@@ -105,7 +105,7 @@ func TestAttemptWatchFiresDueBoundsOnly(t *testing.T) {
 				t.Fatalf("bound %d was not canceled", i)
 			}
 			assert.ErrorIs(t, context.Cause(e.ctx), context.DeadlineExceeded, "bound %d", i)
-			assert.ErrorIs(t, e.b.timedOut(errors.New("net/http: request canceled")), context.DeadlineExceeded)
+			assert.ErrorIs(t, timedOut(e.b.expired.Load(), errors.New("net/http: request canceled")), context.DeadlineExceeded)
 			assert.Zero(t, e.b.pos)
 		} else {
 			assert.False(t, e.b.expired.Load(), "bound %d", i)

@@ -519,7 +519,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		*wctx = windowCtx{win: win, caller: ctx}
 		resp, err := st.sent(t.base.RoundTrip(onWire(req, wctx, h)))
 		if err != nil {
-			return nil, st.timedOut(win, err)
+			return nil, timedOut(win.Err() != nil, err)
 		}
 		st.abody = attemptBody{ReadCloser: resp.Body, st: st, win: win}
 		resp.Body = &st.abody
@@ -532,7 +532,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if err != nil {
 		st.c.watch.end(&st.bound)
-		return nil, st.bound.timedOut(err)
+		return nil, timedOut(st.bound.expired.Load(), err)
 	}
 	st.abody = attemptBody{ReadCloser: resp.Body, st: st}
 	resp.Body = &st.abody
