@@ -86,25 +86,24 @@ func (d *fastDecoder) generationField(g *Generation, key []byte) bool {
 	case "created_at":
 		return d.time(&g.CreatedAt)
 	case "output":
-		if d.null() {
-			g.Output = nil
-			return true
-		}
-		if g.Output == nil {
-			g.Output = new(GenerationOutput)
-		}
-		return d.object(g.Output)
+		return optional(d, &g.Output)
 	case "error":
-		if d.null() {
-			g.Error = nil
-			return true
-		}
-		if g.Error == nil {
-			g.Error = new(GenerationError)
-		}
-		return d.object(g.Error)
+		return optional(d, &g.Error)
 	}
 	return d.unknown(key, generationKeys)
+}
+
+// optional decodes an object into *p, made when nil, as encoding/json
+// does for a pointer field; null sets *p to nil.
+func optional[T any](d *fastDecoder, p **T) bool {
+	if d.null() {
+		*p = nil
+		return true
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	return d.object(*p)
 }
 
 var generationKeys = []string{"id", "request_id", "status", "model", "prompt", "duration_s", "cost", "created_at", "output", "error"}
