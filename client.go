@@ -185,6 +185,10 @@ type request struct {
 	method string
 	path   string // path and query, from the API root
 	body   []byte
+	// params: a create's parameters as the caller gave them, so that the
+	// spend guard prices them without decoding body again; nil for a call
+	// made from bytes (Client.Do, Resume).
+	params *GenerationCreateParams
 	// keyed: the call is not safe, so it carries an idempotency key and
 	// goes through the journal.
 	keyed bool

@@ -160,7 +160,7 @@ func (s *GenerationsService) Create(ctx context.Context, params *GenerationCreat
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	return s.generation(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true}, opts, nil)
+	return s.generation(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, params: params, keyed: true}, opts, nil)
 }
 
 // generation makes one observed call that answers a Generation; then, if

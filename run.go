@@ -98,7 +98,7 @@ func (s *GenerationsService) Run(ctx context.Context, params *GenerationCreatePa
 	}
 	ctx, ob := s.c.startCall(ctx, OpRun, "", "", opts)
 	job := &Job{Step: JobStarted, Path: path, UpdatedAt: s.c.s.clock.Now().UTC()}
-	resp, err := s.c.call(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, keyed: true, job: job}, opts, nil)
+	resp, err := s.c.call(ctx, request{op: OpCreate, method: http.MethodPost, path: "/v1/generations", body: body, params: params, keyed: true, job: job}, opts, nil)
 	var in *Intent
 	if resp != nil {
 		in = resp.intent

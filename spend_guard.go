@@ -78,11 +78,14 @@ func (g *spendGuard) price(ctx context.Context, c *Client, s *settings, r reques
 		return s.cost, nil
 	}
 	if r.method == http.MethodPost && r.path == "/v1/generations" {
-		var p GenerationCreateParams
-		if err := json.Unmarshal(r.body, &p); err != nil {
-			return 0, fmt.Errorf("%w: reading the create's parameters to price it: %v", ErrInvalidRequest, err)
+		p := r.params
+		if p == nil {
+			p = new(GenerationCreateParams)
+			if err := json.Unmarshal(r.body, p); err != nil {
+				return 0, fmt.Errorf("%w: reading the create's parameters to price it: %v", ErrInvalidRequest, err)
+			}
 		}
-		return g.estimate(ctx, c, &p)
+		return g.estimate(ctx, c, p)
 	}
 	return 0, fmt.Errorf("%w: %s %s is billable and the Client has a spend limit: give its price with WithCost",
 		ErrInvalidRequest, r.method, r.path)
