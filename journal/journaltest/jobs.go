@@ -18,10 +18,7 @@ import (
 // for journals that implement JobJournal.
 func RunJobs(t *testing.T, open func(t *testing.T) safegen.JobJournal) {
 	t.Helper()
-	for _, tc := range []struct {
-		name string
-		run  func(t *testing.T, j safegen.JobJournal)
-	}{
+	runCases(t, open, []namedCase[safegen.JobJournal]{
 		{"BeginRecordsJob", testJobBegin},
 		{"AdvanceThroughSteps", testJobSteps},
 		{"TerminalDone", testJobTerminalDone},
@@ -31,9 +28,7 @@ func RunJobs(t *testing.T, open func(t *testing.T) safegen.JobJournal) {
 		{"UnfinishedOrder", testJobOrder},
 		{"NoAliasing", testJobNoAliasing},
 		{"Concurrent", testJobConcurrent},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t)) })
-	}
+	})
 }
 
 func started(path string) safegen.Job {

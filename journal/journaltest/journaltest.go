@@ -18,6 +18,20 @@ import (
 	safegen "github.com/safegen/safegen-go"
 )
 
+// namedCase is one test of a suite, run on a fresh journal.
+type namedCase[J any] struct {
+	name string
+	run  func(t *testing.T, j J)
+}
+
+// runCases runs each case as a subtest, on a journal open makes for it.
+func runCases[J any](t *testing.T, open func(t *testing.T) J, cases []namedCase[J]) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t)) })
+	}
+}
+
 // Run runs the conformance suite against the journals open returns. Each
 // subtest calls open once and expects a fresh, empty journal; open should
 // register its own cleanup (t.Cleanup) to close it. Implementations report
@@ -29,10 +43,7 @@ import (
 // reopen a store, is the caller's to run.
 func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 	t.Helper()
-	for _, tc := range []struct {
-		name string
-		run  func(t *testing.T, j safegen.KeyJournal)
-	}{
+	runCases(t, open, []namedCase[safegen.KeyJournal]{
 		{"BeginRecords", testBeginRecords},
 		{"BeginReturnsExistingByID", testBeginReturnsExisting},
 		{"BeginKeyInUse", testBeginKeyInUse},
@@ -46,9 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) safegen.KeyJournal) {
 		{"BodiesPreserved", testBodies},
 		{"OutcomePreserved", testOutcome},
 		{"NoAliasing", testNoAliasing},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t)) })
-	}
+	})
 	t.Run("Jobs", func(t *testing.T) {
 		if j, ok := open(t).(safegen.JobJournal); !ok {
 			t.Skipf("%T does not implement safegen.JobJournal", j)

@@ -23,10 +23,7 @@ import (
 // of credits and a NaN limit are errors that record nothing.
 func RunSpend(t *testing.T, open func(t *testing.T) safegen.SpendJournal) {
 	t.Helper()
-	for _, tc := range []struct {
-		name string
-		run  func(t *testing.T, j safegen.SpendJournal)
-	}{
+	runCases(t, open, []namedCase[safegen.SpendJournal]{
 		{"Empty", testSpendEmpty},
 		{"ReserveWithinLimit", testReserveWithin},
 		{"ReserveOverLimit", testReserveOver},
@@ -38,9 +35,7 @@ func RunSpend(t *testing.T, open func(t *testing.T) safegen.SpendJournal) {
 		{"Invalid", testSpendInvalid},
 		{"ConcurrentReserve", testConcurrentReserve},
 		{"ConcurrentReserveSettle", testConcurrentReserveSettle},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t)) })
-	}
+	})
 }
 
 // RunSpendReopen checks that the spend outlives the journal value that
