@@ -18,25 +18,7 @@ var benchBody = []byte(`{"model":"veo-3-1-fast","prompt":"a red fox running thro
 // of up to 80 connections) beside the file journal (group-committed fsyncs)
 // in a temporary folder. ns/op is wall time per Begin.
 func BenchmarkBegin(b *testing.B) {
-	for _, store := range []string{"pg", "file"} {
-		for _, callers := range []int{1, 64} {
-			b.Run(fmt.Sprintf("%s/callers=%d", store, callers), func(b *testing.B) {
-				var j safegen.KeyJournal
-				switch store {
-				case "pg":
-					j = open(b, newPool(b))
-				case "file":
-					f, err := journal.Open(filepath.Join(b.TempDir(), "journal"))
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(func() { _ = f.Close() })
-					j = f
-				}
-				journaltest.BenchBegin(b, j, callers, benchBody)
-			})
-		}
-	}
+	eachStore(b, func(b *testing.B, j storeJournal, callers int) { journaltest.BenchBegin(b, j, callers, benchBody) })
 }
 
 // BenchmarkReserve measures Reserves of new keys from 1 and from 64
@@ -45,10 +27,23 @@ func BenchmarkBegin(b *testing.B) {
 // another) beside the file journal (group-committed fsyncs). ns/op is wall
 // time per Reserve.
 func BenchmarkReserve(b *testing.B) {
+	eachStore(b, func(b *testing.B, j storeJournal, callers int) { journaltest.BenchReserve(b, j, callers) })
+}
+
+// storeJournal is what both stores are.
+type storeJournal interface {
+	safegen.KeyJournal
+	safegen.SpendJournal
+}
+
+// eachStore runs bench as store=pg and store=file sub-benchmarks, with 1
+// and with 64 callers, each on a fresh journal: PostgreSQL, or the file
+// journal in a temporary folder.
+func eachStore(b *testing.B, bench func(b *testing.B, j storeJournal, callers int)) {
 	for _, store := range []string{"pg", "file"} {
 		for _, callers := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/callers=%d", store, callers), func(b *testing.B) {
-				var j safegen.SpendJournal
+				var j storeJournal
 				switch store {
 				case "pg":
 					j = open(b, newPool(b))
@@ -60,7 +55,7 @@ func BenchmarkReserve(b *testing.B) {
 					b.Cleanup(func() { _ = f.Close() })
 					j = f
 				}
-				journaltest.BenchReserve(b, j, callers)
+				bench(b, j, callers)
 			})
 		}
 	}
