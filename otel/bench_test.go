@@ -88,18 +88,25 @@ func benchCreates(b *testing.B, opts ...safegen.Option) {
 // BenchmarkCreate is one Generations.Create against a local server, as the
 // root module's BenchmarkCreate, with each observer.
 func BenchmarkCreate(b *testing.B) {
+	srv := benchServer(b)
+	for _, o := range observers(b) {
+		b.Run(o.name, func(b *testing.B) {
+			benchCreates(b, append([]safegen.Option{safegen.WithBaseURL(srv.URL)}, o.opts...)...)
+		})
+	}
+}
+
+// benchServer answers every create with genBody, as cheaply as a server
+// can, until the benchmark ends.
+func benchServer(b *testing.B) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header()["Content-Type"] = []string{"application/json"}
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write(genBody)
 	}))
-	defer srv.Close()
-	for _, o := range observers(b) {
-		b.Run(o.name, func(b *testing.B) {
-			benchCreates(b, append([]safegen.Option{safegen.WithBaseURL(srv.URL)}, o.opts...)...)
-		})
-	}
+	b.Cleanup(srv.Close)
+	return srv
 }
 
 // memTransport answers every request from memory, so BenchmarkCreateCPU
@@ -134,13 +141,7 @@ func BenchmarkCreateCPU(b *testing.B) {
 // to no observer; against a local server, and over an in-memory transport
 // (where the client's own work is all there is, so the share is largest).
 func BenchmarkCreatePaired(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header()["Content-Type"] = []string{"application/json"}
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write(genBody)
-	}))
-	defer srv.Close()
+	srv := benchServer(b)
 	b.Run("transport=local-server", func(b *testing.B) { pairedCreates(b, safegen.WithBaseURL(srv.URL)) })
 	b.Run("transport=memory", func(b *testing.B) {
 		pairedCreates(b, safegen.WithBaseURL("http://127.0.0.1:1"), safegen.WithHTTPClient(&http.Client{Transport: memTransport{}}))
