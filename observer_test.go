@@ -67,14 +67,20 @@ func (o *recObserver) CallStart(ctx context.Context, c safegen.CallInfo) context
 	return ctx
 }
 
+// end closes ctx's span, which must be an open one of kind; o.mu is held.
+func (o *recObserver) end(ctx context.Context, kind string) string {
+	id := spanOf(ctx)
+	if !o.open[id] || !strings.HasPrefix(id, kind) {
+		panic("end of " + id + ", not an open " + kind)
+	}
+	delete(o.open, id)
+	return id
+}
+
 func (o *recObserver) CallEnd(ctx context.Context, r safegen.CallResult) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	id := spanOf(ctx)
-	if !o.open[id] || !strings.HasPrefix(id, "call") {
-		panic("CallEnd for " + id + ", not an open call")
-	}
-	delete(o.open, id)
+	id := o.end(ctx, "call")
 	for i := range o.calls {
 		if o.calls[i].id == id {
 			o.calls[i].end = &r
@@ -96,11 +102,7 @@ func (o *recObserver) AttemptStart(ctx context.Context, r safegen.AttemptRequest
 func (o *recObserver) AttemptEnd(ctx context.Context, info safegen.AttemptInfo) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	id := spanOf(ctx)
-	if !o.open[id] || !strings.HasPrefix(id, "attempt") {
-		panic("AttemptEnd for " + id + ", not an open attempt")
-	}
-	delete(o.open, id)
+	id := o.end(ctx, "attempt")
 	for i := range o.attempts {
 		if o.attempts[i].id == id {
 			o.attempts[i].info = &info
